@@ -1,0 +1,56 @@
+# Every target sets itself up: a fresh clone needs only Python 3.11, pip, git and make.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DBT_PROFILES_DIR := $(CURDIR)/profiles
+
+# Sample data for `make run`: small enough that the whole run takes about a minute.
+SEED ?= 42
+SCALE ?= 0.05
+DAYS ?= 30
+
+.PHONY: help install run test lint docs bench clean
+
+help:
+	@echo "make run    generate sample data and run the pipeline on DuckDB"
+	@echo "make test   lint, then the whole test suite (DuckDB and Spark)"
+	@echo "make lint   sqlfluff and the no-select-star rule"
+	@echo "make docs   build dbt docs into target/ (browse: make docs-serve)"
+	@echo "make bench  benchmarks into bench/results.json and bench/README.md"
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+data/landing/_generator.json: | $(STAMP)
+	$(BIN)/pipeline generate --seed $(SEED) --scale $(SCALE) --days $(DAYS)
+
+run: $(STAMP) data/landing/_generator.json
+	$(BIN)/pipeline run
+
+lint: $(STAMP)
+	$(BIN)/sqlfluff lint models tests
+	@if grep -rnE --include='*.sql' 'select[[:space:]]+(distinct[[:space:]]+)?\*|[a-z_]\.\*' models tests; then \
+		echo "lint: 'select *' is not allowed in models or tests: name the columns (README, SQL style)"; exit 1; \
+	fi
+
+test: lint
+	$(BIN)/pytest
+
+docs: $(STAMP) data/landing/_generator.json
+	$(BIN)/dbt docs generate
+
+docs-serve: docs
+	$(BIN)/dbt docs serve --port 8080
+
+bench: $(STAMP)
+	$(BIN)/python -m pipeline.bench
+
+clean:
+	rm -rf data target logs build spark-warehouse metastore_db derby.log

@@ -1,0 +1,51 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='merge',
+        unique_key='order_id',
+        on_schema_change='append_new_columns'
+    )
+}}
+
+-- Order totals from their lines. Incremental: only orders with a line loaded since the
+-- high-water mark (minus the lookback) are re-summed, from all of their lines.
+with
+
+order_items_priced as (
+
+    select
+        order_id,
+        quantity,
+        line_amount_usd_exact,
+        _loaded_at
+    from {{ ref('int_order_items_priced') }}
+    {% if is_incremental() %}
+        where order_id in (
+            select touched.order_id
+            from {{ ref('int_order_items_priced') }} as touched
+            where touched._loaded_at > {{ loaded_at_watermark() }}
+        )
+    {% endif %}
+
+),
+
+final as (
+
+    select
+        order_id,
+        count(*) as line_count,
+        cast(sum(quantity) as bigint) as item_count,
+        cast(round(sum(line_amount_usd_exact), 2) as decimal(18, 2)) as order_total_usd,
+        max(_loaded_at) as _loaded_at
+    from order_items_priced
+    group by order_id
+
+)
+
+select
+    order_id,
+    line_count,
+    item_count,
+    order_total_usd,
+    _loaded_at
+from final

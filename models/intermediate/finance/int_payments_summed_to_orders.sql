@@ -1,0 +1,57 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='merge',
+        unique_key='order_id',
+        on_schema_change='append_new_columns'
+    )
+}}
+
+-- Payment totals per order. Incremental: only orders with a payment loaded since the
+-- high-water mark (minus the lookback) are re-summed, from all of their payments.
+with
+
+payments as (
+
+    select
+        order_id,
+        payment_status,
+        amount_usd,
+        _loaded_at
+    from {{ ref('int_payments_converted') }}
+    {% if is_incremental() %}
+        where order_id in (
+            select touched.order_id
+            from {{ ref('int_payments_converted') }} as touched
+            where touched._loaded_at > {{ loaded_at_watermark() }}
+        )
+    {% endif %}
+
+),
+
+final as (
+
+    select
+        order_id,
+        count(*) as payment_count,
+        cast(
+            coalesce(sum(case when payment_status = 'completed' then amount_usd end), 0)
+            as decimal(18, 2)
+        ) as paid_usd,
+        cast(
+            coalesce(sum(case when payment_status = 'refunded' then amount_usd end), 0)
+            as decimal(18, 2)
+        ) as refunded_usd,
+        max(_loaded_at) as _loaded_at
+    from payments
+    group by order_id
+
+)
+
+select
+    order_id,
+    payment_count,
+    paid_usd,
+    refunded_usd,
+    _loaded_at
+from final

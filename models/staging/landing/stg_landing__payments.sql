@@ -1,0 +1,96 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='merge',
+        unique_key='payment_id',
+        on_schema_change='append_new_columns'
+    )
+}}
+
+-- Big entity, read incrementally by load partition. A refund arrives as a new copy of the
+-- payment in a later load: the latest load wins.
+with
+
+source as (
+
+    select
+        payment_id,
+        order_id,
+        payment_method,
+        payment_status,
+        amount_cents,
+        currency,
+        created_at,
+        _loaded_at,
+        load_date
+    from {{ source('landing', 'payments') }}
+    {% if is_incremental() %}
+        where load_date >= {{ load_date_floor() }}
+    {% endif %}
+
+),
+
+renamed as (
+
+    select
+        cast(payment_id as bigint) as payment_id,
+        cast(order_id as bigint) as order_id,
+        lower(trim(payment_method)) as payment_method,
+        lower(trim(payment_status)) as payment_status,
+        cast(amount_cents as bigint) as amount_cents,
+        upper(trim(currency)) as currency_code,
+        cast(created_at as timestamp) as created_at,
+        cast(_loaded_at as timestamp) as _loaded_at,
+        cast(load_date as date) as _load_date
+    from source
+
+),
+
+ranked as (
+
+    select
+        payment_id,
+        order_id,
+        payment_method,
+        payment_status,
+        amount_cents,
+        currency_code,
+        created_at,
+        _loaded_at,
+        _load_date,
+        row_number() over (
+            partition by payment_id
+            order by _loaded_at desc
+        ) as version_rank
+    from renamed
+
+),
+
+final as (
+
+    select
+        payment_id,
+        order_id,
+        payment_method,
+        payment_status,
+        amount_cents,
+        currency_code,
+        created_at,
+        _loaded_at,
+        _load_date
+    from ranked
+    where version_rank = 1
+
+)
+
+select
+    payment_id,
+    order_id,
+    payment_method,
+    payment_status,
+    amount_cents,
+    currency_code,
+    created_at,
+    _loaded_at,
+    _load_date
+from final
