@@ -2,6 +2,11 @@
     Helpers for incremental models. Every incremental model reads only what is newer than its
     own high-water mark minus `lookback_days`, so late rows and late partitions still land and
     the cost of a run follows the new data, not the history.
+
+    Backfill: with vars `backfill_start` and `backfill_end` (ISO dates, validated by
+    `pipeline run --start-date/--end-date`), staging re-reads exactly those load partitions
+    and downstream models recompute every key loaded since `backfill_start`. Merges make a
+    repeated backfill a no-op.
 -#}
 
 {#- A date `days` before a date expression, as a date (engines disagree on date arithmetic). -#}
@@ -17,12 +22,34 @@
     cast(({{ date_expr }}) - interval ({{ days }}) day as date)
 {%- endmacro %}
 
-{#- The oldest landing partition an incremental staging model re-reads. -#}
-{% macro load_date_floor(column='_load_date') -%}
-    (select {{ date_days_before('max(' ~ column ~ ')', var('lookback_days')) }} from {{ this }})
+{% macro backfill_window() %}
+    {%- set start = var('backfill_start', none) -%}
+    {%- set end = var('backfill_end', none) -%}
+    {%- if (start is none) != (end is none) -%}
+        {{ exceptions.raise_compiler_error("backfill needs both backfill_start and backfill_end, got " ~ start ~ " and " ~ end) }}
+    {%- endif -%}
+    {{ return(none if start is none else [modules.datetime.date.fromisoformat(start | string), modules.datetime.date.fromisoformat(end | string)]) }}
+{% endmacro %}
+
+{#- Predicate on a landing partition column for an incremental staging read. -#}
+{% macro load_date_filter(column='load_date', watermark_column='_load_date') -%}
+    {%- set window = backfill_window() -%}
+    {%- if window -%}
+        {{ column }} between date '{{ window[0] }}' and date '{{ window[1] }}'
+    {%- else -%}
+        {{ column }} >= (
+            select {{ date_days_before('max(' ~ watermark_column ~ ')', var('lookback_days')) }}
+            from {{ this }}
+        )
+    {%- endif -%}
 {%- endmacro %}
 
 {#- The `_loaded_at` above which a downstream incremental model recomputes its keys. -#}
 {% macro loaded_at_watermark(column='_loaded_at') -%}
-    (select max({{ column }}) - interval {{ var('lookback_days') }} day from {{ this }})
+    {%- set window = backfill_window() -%}
+    {%- if window -%}
+        cast('{{ window[0] }} 00:00:00' as timestamp)
+    {%- else -%}
+        (select max({{ column }}) - interval {{ var('lookback_days') }} day from {{ this }})
+    {%- endif -%}
 {%- endmacro %}

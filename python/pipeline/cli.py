@@ -10,8 +10,13 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from rich.table import Table
+
 from pipeline import generator
 from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.history import History
+from pipeline.observability import configure_logging
+from pipeline.runner import RunOptions, Runner
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 err = Console(stderr=True)
@@ -64,19 +69,74 @@ def generate(
     out.print(", ".join(f"{entity} {count:,}" for entity, count in rows.items()))
 
 
+DateOption = Annotated[Optional[dt.datetime], typer.Option(formats=["%Y-%m-%d"])]
+
+
+def _run_options(select: list[str] | None, full_refresh: bool, start_date: dt.datetime | None,
+                 end_date: dt.datetime | None, retry: bool, build: bool) -> RunOptions:
+    if (start_date is None) != (end_date is None):
+        err.print("[red]usage error:[/red] --start-date and --end-date go together")
+        raise typer.Exit(2)
+    if start_date and end_date and start_date > end_date:
+        err.print(f"[red]usage error:[/red] --start-date {start_date.date()} is after --end-date {end_date.date()}")
+        raise typer.Exit(2)
+    if retry and (full_refresh or start_date):
+        err.print("[red]usage error:[/red] --retry resumes the last run as it was; drop --full-refresh/--start-date")
+        raise typer.Exit(2)
+    return RunOptions(select=tuple(select or ()), full_refresh=full_refresh,
+                      start_date=start_date.date() if start_date else None,
+                      end_date=end_date.date() if end_date else None, retry=retry, build=build)
+
+
 @app.command()
 def run(
-    target: Annotated[Optional[str], typer.Option(help="dbt target: duckdb, spark_local or spark.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="dbt target: duckdb (default), spark_local or spark.")] = None,
+    select: Annotated[Optional[list[str]], typer.Option("--select", "-s", help="dbt selector; repeatable.")] = None,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")] = False,
+    start_date: DateOption = None,
+    end_date: DateOption = None,
+    retry: Annotated[bool, typer.Option("--retry", help="Resume the last run's failed and skipped nodes (gates still apply).")] = False,
+    log_format: Annotated[Optional[str], typer.Option("--log-format", help="text or json.")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Build the warehouse with dbt (seeds, models, snapshot, tests)."""
-    from pipeline.dbt import invoke
+    """Freshness gate, staging, volume gate, then intermediate and marts with their tests.
 
-    settings = _settings(config, target=target)
-    outcome = invoke(settings, ["build"])
-    for node in outcome.failed_nodes:
-        err.print(f"[red]{node.status}[/red] {node.unique_id}: {node.message}")
-    raise typer.Exit(0 if outcome.success else 1)
+    Exit codes: 0 ok, 1 dbt error, 2 usage, 3 stale source, 4 volume anomaly, 5 locked.
+    --start-date/--end-date reprocess exactly the loads in that window (a backfill).
+    """
+    settings = _settings(config, target=target, log_format=log_format)
+    options = _run_options(select, full_refresh, start_date, end_date, retry, build=True)
+    raise typer.Exit(Runner(settings, options, configure_logging(settings.log_format), out).execute())
+
+
+@app.command()
+def gates(
+    target: Annotated[Optional[str], typer.Option(help="dbt target.")] = None,
+    log_format: Annotated[Optional[str], typer.Option("--log-format", help="text or json.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the freshness and volume gates on what has landed, without building anything."""
+    settings = _settings(config, target=target, log_format=log_format)
+    options = _run_options(None, False, None, None, False, build=False)
+    raise typer.Exit(Runner(settings, options, configure_logging(settings.log_format), out).execute())
+
+
+@app.command()
+def history(
+    last: Annotated[int, typer.Option("--last", min=1, help="How many runs.")] = 10,
+    config: ConfigOption = None,
+) -> None:
+    """Show past runs, newest first."""
+    settings = _settings(config)
+    table = Table(title=f"last {last} runs ({settings.resolve(settings.history_path)})")
+    for column in ("started (UTC)", "run", "target", "arguments", "status", "exit", "seconds", "phase", "message"):
+        table.add_column(column, overflow="fold")
+    for record in History(settings.resolve(settings.history_path)).runs(last):
+        seconds = "" if record.ended_at is None else f"{(record.ended_at - record.started_at).total_seconds():.1f}"
+        table.add_row(record.started_at.isoformat(sep=" ", timespec="seconds"), record.run_id[:8], record.target,
+                      record.arguments, record.status, "" if record.exit_code is None else str(record.exit_code),
+                      seconds, record.phase or "", (record.message or "")[:300])
+    out.print(table)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dbt.cli.main import dbtRunner
 
@@ -65,26 +65,54 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def invoke(settings: Settings, args: list[str], dbt_vars: dict[str, Any] | None = None) -> DbtOutcome:
-    """Run one dbt command in this process and collect its run results."""
+def _command(settings: Settings, args: list[str], target_path: Path, dbt_vars: dict[str, Any] | None,
+             quiet: bool) -> list[str]:
     os.environ.update(dbt_environment(settings))
     settings.resolve(settings.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
-    target_path = settings.resolve(settings.target_path)
     command = [
         *args,
         "--project-dir", str(settings.project_dir),
         "--profiles-dir", str(settings.profiles_dir),
         "--target", settings.target,
         "--target-path", str(target_path),
-        "--threads", str(settings.threads),
+        "--log-path", str(target_path / "logs"),
     ]
+    if quiet:
+        command.append("--quiet")
     if dbt_vars:
-        command += ["--vars", json.dumps(dbt_vars)]
+        command += ["--vars", json.dumps(dbt_vars, sort_keys=True)]
+    return command
+
+
+def invoke(settings: Settings, args: list[str], dbt_vars: dict[str, Any] | None = None, *,
+           target_subdir: str | None = None, quiet: bool = False,
+           on_event: Callable[[Any], None] | None = None) -> DbtOutcome:
+    """Run one dbt command in this process and collect its run results.
+
+    `target_subdir` keeps auxiliary commands (freshness, show) from overwriting the
+    run_results.json that `dbt retry` resumes from.
+    """
+    target_path = settings.resolve(settings.target_path)
+    if target_subdir:
+        target_path = target_path / target_subdir
+    command = _command(settings, [*args, "--threads", str(settings.threads)], target_path, dbt_vars, quiet)
     results_file = target_path / "run_results.json"
-    results_file.unlink(missing_ok=True)
-    result = dbtRunner().invoke(command)
+    if args[0] != "retry":  # retry resumes from the previous results; others must not read stale ones
+        results_file.unlink(missing_ok=True)
+    result = dbtRunner(callbacks=[on_event] if on_event else None).invoke(command)
     error = None if result.exception is None else f"{type(result.exception).__name__}: {result.exception}"
     return DbtOutcome(command=command, success=bool(result.success), results=read_run_results(results_file), error=error)
+
+
+def show(settings: Settings, sql: str) -> list[tuple]:
+    """Rows of an inline query through dbt's own connection (used where no direct client is)."""
+    target_path = settings.resolve(settings.target_path) / "show"
+    command = _command(settings, ["show", "--inline", sql, "--limit", "-1"], target_path, None, quiet=True)
+    result = dbtRunner().invoke(command)
+    if not result.success or result.result is None:
+        raise RuntimeError(f"dbt show failed: {result.exception}")
+    table = result.result.results[0].agate_table
+    return [tuple(row.values()) for row in table.rows]
 
 
 def read_run_results(path: Path) -> list[NodeResult]:
@@ -106,6 +134,7 @@ def read_run_results(path: Path) -> list[NodeResult]:
     return results
 
 
-def read_json_artifact(settings: Settings, name: str) -> dict[str, Any]:
-    path = settings.resolve(settings.target_path) / name
+def read_json_artifact(settings: Settings, name: str, target_subdir: str | None = None) -> dict[str, Any]:
+    path = settings.resolve(settings.target_path)
+    path = path / target_subdir / name if target_subdir else path / name
     return json.loads(path.read_text()) if path.exists() else {}

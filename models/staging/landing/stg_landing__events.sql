@@ -25,7 +25,7 @@ source as (
         load_date
     from {{ source('landing', 'events') }}
     {% if is_incremental() %}
-        where load_date >= {{ load_date_floor() }}
+        where {{ load_date_filter() }}
     {% endif %}
 
 ),
@@ -45,6 +45,54 @@ renamed as (
 
 ),
 
+{% if is_incremental() %}
+    -- A window can hold an older copy than the table (a backfill, a replayed load): the
+    -- table's newer copy competes in the ranking, so a merge never regresses a key.
+    current_versions as (
+
+        select
+            event_id,
+            session_id,
+            customer_id,
+            event_type,
+            event_at,
+            page,
+            _loaded_at,
+            _load_date
+        from {{ this }}
+        where event_id in (select renamed.event_id from renamed)
+
+    ),
+{% endif %}
+
+candidates as (
+
+    select
+        event_id,
+        session_id,
+        customer_id,
+        event_type,
+        event_at,
+        page,
+        _loaded_at,
+        _load_date
+    from renamed
+    {% if is_incremental() %}
+        union all
+        select
+            event_id,
+            session_id,
+            customer_id,
+            event_type,
+            event_at,
+            page,
+            _loaded_at,
+            _load_date
+        from current_versions
+    {% endif %}
+
+),
+
 ranked as (
 
     select
@@ -60,7 +108,7 @@ ranked as (
             partition by event_id
             order by _loaded_at desc
         ) as version_rank
-    from renamed
+    from candidates
 
 ),
 

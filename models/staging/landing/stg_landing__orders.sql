@@ -24,7 +24,7 @@ source as (
         load_date
     from {{ source('landing', 'orders') }}
     {% if is_incremental() %}
-        where load_date >= {{ load_date_floor() }}
+        where {{ load_date_filter() }}
     {% endif %}
 
 ),

@@ -25,7 +25,7 @@ source as (
         load_date
     from {{ source('landing', 'payments') }}
     {% if is_incremental() %}
-        where load_date >= {{ load_date_floor() }}
+        where {{ load_date_filter() }}
     {% endif %}
 
 ),
@@ -46,6 +46,57 @@ renamed as (
 
 ),
 
+{% if is_incremental() %}
+    -- A window can hold an older copy than the table (a backfill, a replayed load): the
+    -- table's newer copy competes in the ranking, so a merge never regresses a key.
+    current_versions as (
+
+        select
+            payment_id,
+            order_id,
+            payment_method,
+            payment_status,
+            amount_cents,
+            currency_code,
+            created_at,
+            _loaded_at,
+            _load_date
+        from {{ this }}
+        where payment_id in (select renamed.payment_id from renamed)
+
+    ),
+{% endif %}
+
+candidates as (
+
+    select
+        payment_id,
+        order_id,
+        payment_method,
+        payment_status,
+        amount_cents,
+        currency_code,
+        created_at,
+        _loaded_at,
+        _load_date
+    from renamed
+    {% if is_incremental() %}
+        union all
+        select
+            payment_id,
+            order_id,
+            payment_method,
+            payment_status,
+            amount_cents,
+            currency_code,
+            created_at,
+            _loaded_at,
+            _load_date
+        from current_versions
+    {% endif %}
+
+),
+
 ranked as (
 
     select
@@ -62,7 +113,7 @@ ranked as (
             partition by payment_id
             order by _loaded_at desc
         ) as version_rank
-    from renamed
+    from candidates
 
 ),
 

@@ -1,0 +1,149 @@
+"""Freshness and volume gates: pure functions over numbers, so they are tested without dbt.
+
+A gate's verdict carries everything a person needs to act on it: the subject, the observed
+value, the range it had to fall in, and how that range was computed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class VolumePolicy(BaseModel):
+    """Volume settings of one model, from `meta: {volume: {...}}` in its yml.
+
+    Bounds are per daily load. The history rule flags a load outside
+    median ± max(k * MAD, min_tolerance_ratio * median, min_tolerance_rows) of the last
+    `window` loads of successful runs, once at least `min_history` such loads exist. The
+    tolerance floors keep a very steady (MAD near 0) or tiny entity from raising false alarms.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_rows: int | None = Field(default=1, ge=0)
+    max_rows: int | None = Field(default=None, ge=0)
+    k: float = Field(default=5.0, gt=0)
+    window: int = Field(default=14, ge=1)
+    min_history: int = Field(default=5, ge=1)
+    min_tolerance_ratio: float = Field(default=0.2, ge=0)
+    min_tolerance_rows: int = Field(default=10, ge=0)
+
+    @classmethod
+    def from_meta(cls, subject: str, meta: Mapping[str, Any] | None) -> "VolumePolicy":
+        raw = (meta or {}).get("volume") or {}
+        try:
+            return cls(**raw)
+        except (ValidationError, TypeError) as error:
+            raise ValueError(f"{subject}: invalid meta.volume {raw!r}: {error}") from None
+
+
+@dataclass(frozen=True)
+class VolumeVerdict:
+    subject: str
+    load_date: dt.date
+    observed: int
+    low: float | None
+    high: float | None
+    basis: str
+    passed: bool
+
+    def message(self) -> str:
+        low = "-inf" if self.low is None else f"{self.low:,.0f}"
+        high = "+inf" if self.high is None else f"{self.high:,.0f}"
+        verdict = "ok" if self.passed else "ANOMALY"
+        return (f"volume {verdict}: {self.subject} load {self.load_date.isoformat()} brought "
+                f"{self.observed:,} rows; expected [{low}, {high}] ({self.basis})")
+
+
+def median_absolute_deviation(values: Sequence[float]) -> float:
+    """MAD: the median of absolute deviations from the median (robust to one bad day)."""
+    center = statistics.median(values)
+    return statistics.median(abs(value - center) for value in values)
+
+
+def history_range(history: Sequence[int], policy: VolumePolicy) -> tuple[float, float, str] | None:
+    """Expected range from past loads, or None while the history is too short to judge."""
+    recent = list(history)[: policy.window]
+    if len(recent) < policy.min_history:
+        return None
+    center = statistics.median(recent)
+    mad = median_absolute_deviation(recent)
+    tolerance = max(policy.k * mad, policy.min_tolerance_ratio * center, float(policy.min_tolerance_rows))
+    basis = (f"median {center:,.0f} ± max({policy.k:g}×MAD {mad:,.1f}, {policy.min_tolerance_ratio:.0%}, "
+             f"{policy.min_tolerance_rows}) of the last {len(recent)} loads")
+    return center - tolerance, center + tolerance, basis
+
+
+def check_volume(subject: str, load_date: dt.date, observed: int, history: Sequence[int],
+                 policy: VolumePolicy) -> VolumeVerdict:
+    """Judge one load against declared bounds and, with enough history, the robust range."""
+    low: float | None = policy.min_rows
+    high: float | None = policy.max_rows
+    bases = [f"declared min_rows {policy.min_rows}" if policy.min_rows is not None else "",
+             f"declared max_rows {policy.max_rows}" if policy.max_rows is not None else ""]
+    learned = history_range(history, policy)
+    if learned is None:
+        bases.append(f"history too short: {len(history)} of {policy.min_history} loads")
+    else:
+        low = learned[0] if low is None else max(low, learned[0])
+        high = learned[1] if high is None else min(high, learned[1])
+        bases.append(learned[2])
+    passed = (low is None or observed >= low) and (high is None or observed <= high)
+    basis = "; ".join(part for part in bases if part)
+    return VolumeVerdict(subject, load_date, observed, low, high, basis, passed)
+
+
+@dataclass(frozen=True)
+class FreshnessCheck:
+    source: str
+    status: str  # pass, warn, error, runtime error
+    max_loaded_at: str | None
+    age_seconds: float | None
+    warn_after_seconds: float | None
+    error_after_seconds: float | None
+    error: str | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return self.status in {"error", "runtime error"}
+
+    def message(self) -> str:
+        if self.status == "runtime error":
+            return f"freshness could not be measured for {self.source}: {self.error}"
+        age = "unknown" if self.age_seconds is None else f"{self.age_seconds / 3600:.1f}h"
+        limit = self.error_after_seconds if self.is_error else self.warn_after_seconds
+        bound = "" if limit is None else f" (limit {limit / 3600:.0f}h)"
+        return f"freshness {self.status}: {self.source} newest _loaded_at {self.max_loaded_at}, age {age}{bound}"
+
+
+_PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def _threshold(criteria: Mapping[str, Any], key: str) -> float | None:
+    spec = criteria.get(key) or {}
+    if not spec.get("count") or not spec.get("period"):
+        return None
+    return float(spec["count"]) * _PERIOD_SECONDS[spec["period"]]
+
+
+def freshness_checks(sources_json: Mapping[str, Any]) -> list[FreshnessCheck]:
+    """Read dbt's sources.json (the artifact of `dbt source freshness`) into checks."""
+    checks = []
+    for result in sources_json.get("results", []):
+        source = ".".join(result["unique_id"].split(".")[-2:])
+        criteria = result.get("criteria") or {}
+        checks.append(FreshnessCheck(
+            source=source,
+            status=str(result.get("status")),
+            max_loaded_at=result.get("max_loaded_at"),
+            age_seconds=result.get("max_loaded_at_time_ago_in_s"),
+            warn_after_seconds=_threshold(criteria, "warn_after"),
+            error_after_seconds=_threshold(criteria, "error_after"),
+            error=result.get("error") or result.get("message"),
+        ))
+    return sorted(checks, key=lambda check: check.source)

@@ -1,0 +1,201 @@
+"""What a run tells the outside world: logs, Prometheus metrics and OpenLineage events.
+
+Each output is built from the same run summary, after the fact, so observability never
+changes what the run does and costs one pass over a few dozen nodes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openlineage.client import OpenLineageClient
+from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+from openlineage.client.facet_v2 import error_message_run, parent_run
+from openlineage.client.transport.console import ConsoleConfig, ConsoleTransport
+from openlineage.client.transport.file import FileConfig, FileTransport
+from openlineage.client.transport.http import HttpConfig, HttpTransport
+from openlineage.client.transport.transport import Transport
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+from pipeline.config import Settings
+from pipeline.gates import FreshnessCheck, VolumeVerdict
+from pipeline.history import NodeRecord
+
+LOGGER_NAME = "pipeline"
+PRODUCER = "https://github.com/commerce-warehouse/pipeline"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, message and any structured `fields`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+        }
+        payload.update(getattr(record, "fields", {}))
+        return json.dumps(payload, default=str)
+
+
+def configure_logging(log_format: str) -> logging.Logger:
+    """Logs go to stderr in both formats; stdout is kept for the run summary."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.handlers.clear()
+    logger.propagate = False
+    if log_format == "json":
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    else:
+        # Plain, unwrapped lines: cron mails and log collectors grep them.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+@dataclass
+class RunSummary:
+    """Everything observable about one run, filled in as it goes."""
+
+    run_id: str
+    target: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None = None
+    exit_code: int | None = None
+    status: str = "running"
+    phase: str | None = None
+    message: str | None = None
+    nodes: list[NodeRecord] = field(default_factory=list)
+    freshness: list[FreshnessCheck] = field(default_factory=list)
+    volume: list[VolumeVerdict] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # unique_id -> relation name
+    relations: dict[str, str] = field(default_factory=dict)  # unique_id -> relation name
+    parents: dict[str, list[str]] = field(default_factory=dict)  # unique_id -> parent unique_ids
+    timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+
+    @property
+    def seconds(self) -> float:
+        end = self.ended_at or dt.datetime.now(dt.timezone.utc)
+        return (end - self.started_at).total_seconds()
+
+
+def write_metrics(path: Path, summary: RunSummary, last_success: dt.datetime | None) -> None:
+    """Prometheus textfile-collector format, written atomically (node_exporter reads it)."""
+    registry = CollectorRegistry()
+    labels = {"target": summary.target}
+    Gauge("commerce_run_exit_code", "Exit code of the last run", ["target"], registry=registry).labels(**labels).set(
+        summary.exit_code if summary.exit_code is not None else -1)
+    Gauge("commerce_run_duration_seconds", "Wall time of the last run", ["target"], registry=registry).labels(
+        **labels).set(summary.seconds)
+    Gauge("commerce_run_timestamp_seconds", "When the last run ended", ["target"], registry=registry).labels(
+        **labels).set((summary.ended_at or summary.started_at).timestamp())
+    if last_success is not None:
+        Gauge("commerce_last_success_timestamp_seconds", "When the last successful run ended", ["target"],
+              registry=registry).labels(**labels).set(last_success.replace(tzinfo=dt.timezone.utc).timestamp())
+    rows = Gauge("commerce_model_rows", "Rows in the relation after the run", ["target", "node", "layer"],
+                 registry=registry)
+    seconds = Gauge("commerce_model_duration_seconds", "Build or test time of the node", ["target", "node", "layer"],
+                    registry=registry)
+    for node in summary.nodes:
+        if node.row_count is not None:
+            rows.labels(summary.target, node.name, node.layer).set(node.row_count)
+        seconds.labels(summary.target, node.name, node.layer).set(node.seconds)
+    age = Gauge("commerce_source_freshness_age_seconds", "Age of the newest _loaded_at per source",
+                ["target", "source"], registry=registry)
+    gate = Gauge("commerce_gate_passed", "1 when the gate passed for the subject, 0 when it failed",
+                 ["target", "gate", "subject"], registry=registry)
+    for check in summary.freshness:
+        if check.age_seconds is not None:
+            age.labels(summary.target, check.source).set(check.age_seconds)
+        gate.labels(summary.target, "freshness", check.source).set(0 if check.is_error else 1)
+    observed = Gauge("commerce_volume_rows", "Rows of the newest judged load per subject", ["target", "subject"],
+                     registry=registry)
+    worst: dict[str, VolumeVerdict] = {}
+    for verdict in summary.volume:
+        kept = worst.get(verdict.subject)
+        if kept is None or (kept.passed and not verdict.passed) or (kept.passed == verdict.passed and verdict.load_date > kept.load_date):
+            worst[verdict.subject] = verdict
+    for subject, verdict in worst.items():
+        observed.labels(summary.target, subject).set(verdict.observed)
+        gate.labels(summary.target, "volume", subject).set(1 if verdict.passed else 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)
+
+
+def lineage_transport(settings: Settings) -> Transport:
+    if settings.lineage_url:
+        return HttpTransport(HttpConfig(url=settings.lineage_url))
+    if str(settings.lineage_path) == "-":
+        return ConsoleTransport(ConsoleConfig())
+    path = settings.resolve(settings.lineage_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileTransport(FileConfig(log_file_path=str(path), append=True))
+
+
+def _dataset_name(relation: str) -> str:
+    """OpenLineage names datasets `database.schema.table`, without the engine's quoting."""
+    return relation.replace('"', "").replace("`", "")
+
+
+class Lineage:
+    """OpenLineage events for the pipeline run and, as its children, each model built."""
+
+    JOB = "pipeline_run"
+
+    def __init__(self, settings: Settings, summary: RunSummary) -> None:
+        self.namespace = settings.lineage_namespace
+        self.dataset_namespace = f"{settings.target}://commerce"
+        self.summary = summary
+        self.client = OpenLineageClient(transport=lineage_transport(settings))
+
+    def _event(self, state: RunState, job: str, run_id: str, inputs: list[str], outputs: list[str],
+               facets: dict[str, Any] | None = None) -> RunEvent:
+        return RunEvent(
+            eventType=state,
+            eventTime=dt.datetime.now(dt.timezone.utc).isoformat(),
+            run=Run(runId=run_id, facets=facets or {}),
+            job=Job(namespace=self.namespace, name=job),
+            producer=PRODUCER,
+            inputs=[InputDataset(namespace=self.dataset_namespace, name=_dataset_name(name)) for name in inputs],
+            outputs=[OutputDataset(namespace=self.dataset_namespace, name=_dataset_name(name)) for name in outputs],
+        )
+
+    def start(self) -> None:
+        self.client.emit(self._event(RunState.START, self.JOB, self.summary.run_id, [], []))
+
+    def finish(self) -> None:
+        summary = self.summary
+        parent = {"parent": parent_run.ParentRunFacet(
+            run=parent_run.Run(runId=summary.run_id),
+            job=parent_run.Job(namespace=self.namespace, name=self.JOB))}
+        built: list[str] = []
+        for node in summary.nodes:
+            if node.resource_type not in {"model", "snapshot", "seed"} or node.unique_id not in summary.relations:
+                continue
+            inputs = [summary.relations.get(p) or summary.sources.get(p) for p in summary.parents.get(node.unique_id, [])]
+            output = summary.relations[node.unique_id]
+            state = RunState.COMPLETE if node.status == "success" else RunState.FAIL
+            facets: dict[str, Any] = dict(parent)
+            if state is RunState.FAIL and node.message:
+                facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+                    message=node.message, programmingLanguage="sql")
+            self.client.emit(self._event(state, f"{self.JOB}.{node.name}", str(uuid.uuid4()),
+                                         [name for name in inputs if name], [output], facets))
+            if state is RunState.COMPLETE:
+                built.append(output)
+        final = RunState.COMPLETE if summary.exit_code == 0 else RunState.FAIL
+        facets = {}
+        if final is RunState.FAIL and summary.message:
+            facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+                message=summary.message, programmingLanguage="python")
+        self.client.emit(self._event(final, self.JOB, summary.run_id, sorted(summary.sources.values()),
+                                     sorted(built), facets))

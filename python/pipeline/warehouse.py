@@ -1,0 +1,84 @@
+"""Read-only questions the runner asks the warehouse: landing volumes and relation sizes.
+
+On DuckDB the runner opens the warehouse file directly (same process as dbt, same
+configuration, so DuckDB shares the instance). On Spark it asks through `dbt show`, which
+reuses dbt's own connection settings, so a cluster needs no second set of credentials.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol
+
+import duckdb
+
+from pipeline.config import Settings
+from pipeline.dbt import show
+
+
+class Queries(Protocol):
+    def fetch(self, sql: str) -> list[tuple]: ...
+
+
+class DuckDBQueries:
+    def __init__(self, settings: Settings) -> None:
+        self.path = str(settings.resolve(settings.warehouse_path))
+
+    def fetch(self, sql: str) -> list[tuple]:
+        with duckdb.connect(self.path) as con:
+            return con.execute(sql).fetchall()
+
+
+class DbtShowQueries:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def fetch(self, sql: str) -> list[tuple]:
+        return show(self.settings, sql)
+
+
+def queries_for(settings: Settings) -> Queries:
+    return DuckDBQueries(settings) if settings.target == "duckdb" else DbtShowQueries(settings)
+
+
+def _date_literal(value: dt.date) -> str:
+    """Dates come from validated `datetime.date` objects, never from raw user text."""
+    return f"date '{value.isoformat()}'"
+
+
+def load_volumes(queries: Queries, relations: dict[str, str], since: dict[str, dt.date | None],
+                 until: dt.date | None) -> dict[str, dict[dt.date, int]]:
+    """Rows per load partition newer than `since[subject]` (and not after `until`), per subject.
+
+    One query for all subjects: the landing views prune on the `load_date` partition.
+    """
+    if not relations:
+        return {}
+    parts = []
+    for subject, relation in sorted(relations.items()):
+        conditions = ["1 = 1"]
+        if since.get(subject) is not None:
+            conditions.append(f"load_date > {_date_literal(since[subject])}")
+        if until is not None:
+            conditions.append(f"load_date <= {_date_literal(until)}")
+        parts.append(
+            f"select '{subject}' as subject, cast(load_date as date) as load_date, count(*) as row_count "
+            f"from {relation} where {' and '.join(conditions)} group by load_date"
+        )
+    volumes: dict[str, dict[dt.date, int]] = {subject: {} for subject in relations}
+    for subject, load_date, rows in queries.fetch(" union all ".join(parts)):
+        if isinstance(load_date, str):
+            load_date = dt.date.fromisoformat(load_date)
+        volumes[subject][load_date] = int(rows)
+    return volumes
+
+
+def relation_sizes(queries: Queries, relations: dict[str, str]) -> dict[str, int]:
+    """count(*) of each relation, in one query."""
+    if not relations:
+        return {}
+    sql = " union all ".join(
+        f"select '{unique_id}' as unique_id, count(*) as row_count from {relation}"
+        for unique_id, relation in sorted(relations.items())
+    )
+    return {unique_id: int(rows) for unique_id, rows in queries.fetch(sql)}

@@ -1,0 +1,226 @@
+"""`pipeline run` end to end through the real CLI: every exit code, history, metrics, lineage."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+from pipeline import generator
+from pipeline.cli import app
+from pipeline.config import load_settings
+from pipeline.history import History
+from pipeline.lock import RunLock
+
+from conftest import Warehouse, make_landing
+
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+
+
+class Project:
+    """A landing zone, a warehouse and a pipeline.yml pointing at both, in a temp folder."""
+
+    def __init__(self, root: Path, landing: Path) -> None:
+        self.root = root
+        self.config = root / "pipeline.yml"
+        self.config.write_text(yaml.safe_dump({
+            "landing_root": str(landing),
+            "warehouse_path": str(root / "warehouse.duckdb"),
+            "history_path": str(root / "history.duckdb"),
+            "lock_path": str(root / "pipeline.lock"),
+            "target_path": str(root / "target"),
+            "metrics_path": str(root / "metrics" / "commerce.prom"),
+            "lineage_path": str(root / "lineage" / "events.jsonl"),
+        }))
+        self.settings = load_settings(self.config)
+        self.warehouse = Warehouse(self.settings)
+        self.history = History(self.settings.history_path)
+
+    def pipeline(self, *args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(app, [*args, "--config", str(self.config)])
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.stdout, result.stderr
+
+    def marts(self) -> set[str]:
+        return {name for (name,) in self.warehouse.query(
+            "select table_name from information_schema.tables where table_schema = 'marts'")}
+
+
+def _project(tmp_path: Path, days: int, end_date: dt.date) -> Project:
+    landing = make_landing(tmp_path / "landing", days=days, end_date=end_date)
+    return Project(tmp_path, landing)
+
+
+@pytest.fixture
+def fresh_project(tmp_path: Path) -> Project:
+    """20 daily loads up to the day before yesterday: fresh, with room to append yesterday."""
+    return _project(tmp_path, days=20, end_date=TODAY - dt.timedelta(days=2))
+
+
+def _rewrite_orders(landing: Path, load_date: dt.date, keep_fraction: float) -> None:
+    path = landing / "orders" / f"load_date={load_date}" / "part-0000.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, max(1, int(table.num_rows * keep_fraction))), path)
+
+
+def test_volume_anomaly_stops_before_the_marts_and_a_normal_day_passes(fresh_project: Project) -> None:
+    project = fresh_project
+    code, stdout, _ = project.pipeline("run")
+    assert code == 0, stdout
+    assert "success (exit 0)" in stdout
+    built = project.warehouse.checksums()
+
+    load_date, _ = generator.append_day(project.settings.landing_root)
+    original = project.root / "orders-original.parquet"
+    new_orders = project.settings.landing_root / "orders" / f"load_date={load_date}" / "part-0000.parquet"
+    shutil.copy(new_orders, original)
+    _rewrite_orders(project.settings.landing_root, load_date, keep_fraction=0.05)
+    code, _, stderr = project.pipeline("run")
+    assert code == 4
+    assert "stg_landing__orders" in stderr and "ANOMALY" in stderr and str(load_date) in stderr
+    assert project.warehouse.checksums() == built, "no mart may change after a failed volume gate"
+
+    shutil.copy(original, new_orders)
+    code, _, stderr = project.pipeline("run", "--log-format", "json")
+    assert code == 0, stderr
+    assert project.warehouse.checksums() != built
+    logs = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert {"run_started", "freshness", "volume", "run_finished"} <= {entry.get("event") for entry in logs}
+
+    runs = project.history.runs(10)
+    assert [(r.status, r.exit_code) for r in runs] == [("success", 0), ("volume", 4), ("success", 0)]
+    nodes = project.history.nodes(runs[0].run_id)
+    fct_orders = next(n for n in nodes if n.name == "fct_orders")
+    assert fct_orders.status == "success" and fct_orders.layer == "marts"
+    assert fct_orders.row_count == project.warehouse.query("select count(*) from marts.fct_orders")[0][0]
+
+    metrics = {family.name: family for family in text_string_to_metric_families(
+        project.settings.metrics_path.read_text())}
+    assert {"commerce_run_exit_code", "commerce_model_rows", "commerce_source_freshness_age_seconds",
+            "commerce_gate_passed", "commerce_last_success_timestamp_seconds"} <= set(metrics)
+    exit_codes = [sample.value for sample in metrics["commerce_run_exit_code"].samples]
+    assert exit_codes == [0]
+    model_rows = {s.labels["node"]: s.value for s in metrics["commerce_model_rows"].samples}
+    assert model_rows["fct_orders"] == fct_orders.row_count
+
+    events = [json.loads(line) for line in project.settings.lineage_path.read_text().splitlines()]
+    last_run = [e for e in events if e["run"]["runId"] == runs[0].run_id]
+    assert [e["eventType"] for e in last_run] == ["START", "COMPLETE"]
+    assert any(o["name"].endswith("fct_daily_revenue") for o in last_run[1]["outputs"])
+    children = [e for e in events if e["run"].get("facets", {}).get("parent", {}).get("run", {}).get("runId")
+                == runs[0].run_id]
+    assert children and all(e["eventType"] == "COMPLETE" for e in children)
+    failed_run = [e for e in events if e["run"]["runId"] == runs[1].run_id]
+    assert [e["eventType"] for e in failed_run] == ["START", "FAIL"]
+
+
+def test_stale_source_exits_3_and_changes_nothing(tmp_path: Path) -> None:
+    project = _project(tmp_path, days=5, end_date=TODAY - dt.timedelta(days=4))
+    project.warehouse.build()
+    before = project.warehouse.checksums()
+    code, _, stderr = project.pipeline("run")
+    assert code == 3
+    assert "stale source" in stderr and "landing.orders" in stderr
+    assert project.warehouse.checksums() == before
+    run = project.history.runs(1)[0]
+    assert (run.status, run.exit_code, run.phase) == ("stale", 3, "freshness")
+
+
+def test_failing_test_exits_1_and_publishes_nothing(fresh_project: Project) -> None:
+    project = fresh_project
+    last = TODAY - dt.timedelta(days=2)
+    folder = project.settings.landing_root / "orders" / f"load_date={last}"
+    good = pq.read_table(folder / "part-0000.parquet")
+    rows = good.slice(0, 1).to_pylist()
+    rows[0].update(order_id=99_999_999, order_status="lost")
+    pq.write_table(good.schema.empty_table().from_pylist(rows, schema=good.schema), folder / "part-0001.parquet")
+
+    code, _, stderr = project.pipeline("run")
+    assert code == 1
+    assert "accepted_values_stg_landing__orders_order_status" in stderr and "(fail)" in stderr
+    assert project.marts() == set(), "nothing downstream of a failed staging test is published"
+    run = project.history.runs(1)[0]
+    assert (run.status, run.exit_code, run.phase) == ("dbt_error", 1, "staging")
+
+
+def test_retry_resumes_only_what_failed_or_was_skipped(fresh_project: Project) -> None:
+    """A failure that is not in the data (here a table someone created by hand in the way of
+    an incremental mart) is fixed, then --retry builds only the failed and skipped nodes."""
+    project = fresh_project
+    project.settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    project.warehouse.query("create schema if not exists marts")
+    project.warehouse.query("create table marts.fct_daily_revenue (revenue_date date, note varchar)")
+    code, _, stderr = project.pipeline("run")
+    assert code == 1 and "fct_daily_revenue" in stderr
+    assert project.history.runs(1)[0].phase == "downstream"
+    assert "fct_orders" in project.marts()
+
+    project.warehouse.query("drop table marts.fct_daily_revenue")
+    code, _, stderr = project.pipeline("run", "--retry")
+    assert code == 0, stderr
+    retried = {node.name for node in project.history.nodes(project.history.runs(1)[0].run_id)}
+    assert "fct_daily_revenue" in retried and "assert_daily_revenue_matches_orders" in retried
+    assert "fct_orders" not in retried and "stg_landing__orders" not in retried
+    assert project.warehouse.query("select count(*) from marts.fct_daily_revenue")[0][0] > 0
+
+
+def test_a_second_run_waits_for_no_one_and_exits_5(fresh_project: Project) -> None:
+    project = fresh_project
+    with RunLock(project.settings.lock_path, "holder-run"):
+        process = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "run", "--config", str(project.config)],
+            capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+        )
+    assert process.returncode == 5, process.stderr
+    assert "holder-run" in process.stderr and f"pid {os.getpid()}" in process.stderr
+    run = project.history.runs(1)[0]
+    assert (run.status, run.exit_code) == ("locked", 5)
+
+
+def test_a_stale_lock_from_a_killed_run_is_taken_over(fresh_project: Project) -> None:
+    project = fresh_project
+    project.settings.lock_path.write_text(json.dumps({"run_id": "killed-run", "pid": 999_999, "host": "x",
+                                                      "since": "2026-01-01T00:00:00+00:00"}))
+    code, _, stderr = project.pipeline("gates")
+    assert code == 0, stderr
+    assert "stale lock" in stderr and "killed-run" in stderr
+
+
+def test_backfill_reprocesses_a_window_and_twice_changes_nothing(fresh_project: Project) -> None:
+    project = fresh_project
+    assert project.pipeline("run")[0] == 0
+    before = project.warehouse.checksums()
+    start = (TODAY - dt.timedelta(days=8)).isoformat()
+    end = (TODAY - dt.timedelta(days=6)).isoformat()
+    for _ in range(2):
+        code, _, stderr = project.pipeline("run", "--start-date", start, "--end-date", end)
+        assert code == 0, stderr
+        assert project.warehouse.checksums() == before
+    checked = project.history.runs(1)[0]
+    assert checked.arguments == f"run --start-date {start} --end-date {end}"
+
+
+@pytest.mark.parametrize("args, config_text, expected", [
+    (["run"], "warehouse_pth: x.duckdb\n", "warehouse_pth"),
+    (["run"], "threads: 0\n", "threads=0"),
+    (["run", "--start-date", "2026-02-30", "--end-date", "2026-03-01"], "", "2026-02-30"),
+    (["run", "--start-date", "2026-03-02", "--end-date", "2026-03-01"], "", "is after"),
+])
+def test_usage_errors_exit_2_and_name_the_problem(tmp_path: Path, args: list[str], config_text: str,
+                                                  expected: str) -> None:
+    config = tmp_path / "pipeline.yml"
+    config.write_text(config_text)
+    result = CliRunner().invoke(app, [*args, "--config", str(config)])
+    assert result.exit_code == 2
+    assert expected in result.stderr
