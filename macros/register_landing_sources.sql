@@ -2,11 +2,15 @@
     Registers every table of the `landing` source as a view over its Parquet folder, at the
     start of every dbt invocation. The entity list comes from _landing__sources.yml, so a new
     source needs no change here. Views re-list the folder at query time: new load partitions
-    appear without re-registering, and `load_date` (the hive partition) prunes files.
+    appear without re-registering, and `load_date` (the hive partition) prunes files. The
+    view is the raw landing data by definition, so it selects every column the files carry.
 -#}
 {% macro register_landing_sources() %}
     {%- if execute -%}
-        {{ return(adapter.dispatch('register_landing_sources', 'commerce')()) }}
+        {%- do run_query(adapter.dispatch('create_landing_schema', 'commerce')()) -%}
+        {%- for entity in landing_entities() -%}
+            {%- do run_query(adapter.dispatch('landing_view_sql', 'commerce')(entity)) -%}
+        {%- endfor -%}
     {%- endif -%}
 {% endmacro %}
 
@@ -23,15 +27,26 @@
     {{ return((var('landing_root') ~ '/' ~ entity) | replace("'", "''")) }}
 {% endmacro %}
 
-{% macro duckdb__register_landing_sources() %}
-    create schema if not exists landing;
-    {% for entity in landing_entities() %}
-        create or replace view landing.{{ entity }} as
-        select * from read_parquet(
-            '{{ landing_path(entity) }}/*/*.parquet',
-            hive_partitioning = true,
-            hive_types = {'load_date': date},
-            union_by_name = true
-        );
-    {% endfor %}
-{% endmacro %}
+{% macro default__create_landing_schema() -%}
+    create schema if not exists landing
+{%- endmacro %}
+
+{% macro spark__create_landing_schema() -%}
+    create database if not exists landing
+{%- endmacro %}
+
+{% macro duckdb__landing_view_sql(entity) -%}
+    create or replace view landing.{{ entity }} as
+    select * from read_parquet(
+        '{{ landing_path(entity) }}/*/*.parquet',
+        hive_partitioning = true,
+        hive_types = {'load_date': date},
+        union_by_name = true
+    )
+{%- endmacro %}
+
+{#- Spark discovers load_date=... partitions itself and merges schemas across files. -#}
+{% macro spark__landing_view_sql(entity) -%}
+    create or replace view landing.{{ entity }} as
+    select * from parquet.`{{ landing_path(entity) | replace('`', '') }}`
+{%- endmacro %}

@@ -31,6 +31,7 @@ class Settings(BaseModel):
     target: Literal["duckdb", "spark_local", "spark"] = "duckdb"
     landing_root: Path = Path("data/landing")
     warehouse_path: Path = Path("data/warehouse.duckdb")
+    spark_dir: Path = Path("data/spark")  # spark_local: Iceberg warehouse and Derby metastore
     history_path: Path = Path("data/history.duckdb")
     lock_path: Path = Path("data/pipeline.lock")
     target_path: Path = Path("target")

@@ -57,12 +57,22 @@ class DbtOutcome:
 
 def dbt_environment(settings: Settings) -> dict[str, str]:
     """Environment dbt's profile and project read (see profiles/profiles.yml)."""
-    return {
+    env = {
         "DBT_PROFILES_DIR": str(settings.profiles_dir),
         "COMMERCE_TARGET": settings.target,
         "COMMERCE_LANDING_ROOT": str(settings.resolve(settings.landing_root)),
         "COMMERCE_DUCKDB_PATH": str(settings.resolve(settings.warehouse_path)),
     }
+    if settings.target == "spark_local":
+        from pipeline.spark import spark_jars  # only Spark runs need the jars built
+
+        spark_dir = settings.resolve(settings.spark_dir)
+        env.update({
+            "COMMERCE_SPARK_JARS": spark_jars(settings.resolve(Path("build/spark"))),
+            "COMMERCE_SPARK_WAREHOUSE": str(spark_dir / "warehouse"),
+            "COMMERCE_SPARK_METASTORE": str(spark_dir / "metastore_db"),
+        })
+    return env
 
 
 def _command(settings: Settings, args: list[str], target_path: Path, dbt_vars: dict[str, Any] | None,

@@ -3,7 +3,8 @@
         materialized='incremental',
         incremental_strategy='merge',
         unique_key='payment_id',
-        on_schema_change='fail'
+        on_schema_change='fail',
+        partition_by=date_partition('payment_date')
     )
 }}
 

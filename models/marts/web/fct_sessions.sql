@@ -3,7 +3,8 @@
         materialized='incremental',
         incremental_strategy='merge',
         unique_key='session_id',
-        on_schema_change='fail'
+        on_schema_change='fail',
+        partition_by=date_partition('session_date')
     )
 }}
 
