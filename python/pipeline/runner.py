@@ -216,7 +216,7 @@ class Runner:
         self.summary.freshness = checks
         self.history.record_freshness(self.summary.run_id, checks)
         if not checks:
-            raise StopRun(ExitCode.DBT_ERROR, "freshness", f"dbt source freshness produced no results: {outcome.error}")
+            raise StopRun(ExitCode.DBT_ERROR, "freshness", f"dbt source freshness failed: {outcome.error}")
         for check in checks:
             level = logging.ERROR if check.is_error else logging.WARNING if check.status == "warn" else logging.INFO
             self.log.log(level, check.message(), extra={"fields": {
@@ -240,10 +240,16 @@ class Runner:
                  for name in subjects}
         volumes = load_volumes(queries_for(self.settings), {name: rel for name, (rel, _) in subjects.items()},
                                since, end)
+        # Every entity lands a batch each load: one that brought no rows on a day others did
+        # (an empty file, a missing folder) is judged as 0 rows instead of going unseen.
+        new_dates = sorted({day for by_date in volumes.values() for day in by_date})
         verdicts = []
         for name, (_, policy) in sorted(subjects.items()):
-            for load_date, observed in sorted(volumes.get(name, {}).items()):
+            for load_date in new_dates:
+                if since[name] is not None and load_date <= since[name]:
+                    continue
                 earlier = [rows for day, rows in past[name] if day < load_date][: policy.window]
+                observed = volumes.get(name, {}).get(load_date, 0)
                 verdicts.append(gates.check_volume(name, load_date, observed, earlier, policy))
         self.summary.volume = verdicts
         failed = [v for v in verdicts if not v.passed]
