@@ -53,3 +53,23 @@
         (select max({{ column }}) - interval {{ var('lookback_days') }} day from {{ this }})
     {%- endif -%}
 {%- endmacro %}
+
+{#-
+    The rows of `cte` that differ from what the table already stores, on incremental runs.
+    Lookback windows make a model recompute keys whose result did not change; merging those
+    would rewrite identical rows, which costs engines far more than comparing them. Columns
+    come from the stored table, so the comparison covers every column it holds.
+-#}
+{% macro changed_rows(cte, unique_key) -%}
+    {%- if is_incremental() -%}
+        {%- set columns = adapter.get_columns_in_relation(this) | map(attribute='name') | list -%}
+        (
+            select {{ columns | join(', ') }} from {{ cte }}
+            except
+            select {{ columns | join(', ') }} from {{ this }}
+            where {{ unique_key }} in (select {{ unique_key }} from {{ cte }})
+        ) as {{ cte }}_changed
+    {%- else -%}
+        {{ cte }}
+    {%- endif -%}
+{%- endmacro %}

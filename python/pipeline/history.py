@@ -8,6 +8,8 @@ the runner never contends with dbt for the warehouse's write lock.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -16,10 +18,13 @@ import duckdb
 
 from pipeline.gates import FreshnessCheck, VolumeVerdict
 
+CONNECT_ATTEMPTS = 40  # about 40 s in all with the linear back-off
+
 SCHEMA = """
 create table if not exists runs (
     run_id varchar primary key, target varchar, arguments varchar, started_at timestamp,
-    ended_at timestamp, status varchar, exit_code integer, phase varchar, message varchar
+    ended_at timestamp, status varchar, exit_code integer, phase varchar, message varchar,
+    phase_seconds json
 );
 create table if not exists node_runs (
     run_id varchar, unique_id varchar, name varchar, resource_type varchar, layer varchar,
@@ -55,6 +60,7 @@ class RunRecord:
     exit_code: int | None
     phase: str | None
     message: str | None
+    phase_seconds: dict[str, float]
 
 
 class History:
@@ -67,7 +73,16 @@ class History:
             con.execute(SCHEMA)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        return duckdb.connect(str(self.path))
+        """DuckDB lets one process write a file at a time; another run (say, one refused by the
+        lock that is recording exit 5) waits briefly for the holder's short connection."""
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.IOException:
+                if attempt == CONNECT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def start_run(self, run_id: str, target: str, arguments: str, started_at: dt.datetime) -> None:
         with self._connect() as con:
@@ -75,10 +90,11 @@ class History:
                         [run_id, target, arguments, started_at])
 
     def finish_run(self, run_id: str, status: str, exit_code: int, phase: str | None, message: str | None,
-                   ended_at: dt.datetime) -> None:
+                   ended_at: dt.datetime, phase_seconds: dict[str, float]) -> None:
         with self._connect() as con:
-            con.execute("update runs set status = ?, exit_code = ?, phase = ?, message = ?, ended_at = ? where run_id = ?",
-                        [status, exit_code, phase, message, ended_at, run_id])
+            con.execute("update runs set status = ?, exit_code = ?, phase = ?, message = ?, ended_at = ?, "
+                        "phase_seconds = ? where run_id = ?",
+                        [status, exit_code, phase, message, ended_at, json.dumps(phase_seconds), run_id])
 
     def record_nodes(self, run_id: str, nodes: Iterable[NodeRecord]) -> None:
         rows = [[run_id, n.unique_id, n.name, n.resource_type, n.layer, n.status, n.row_count, n.seconds, n.message]
@@ -132,9 +148,9 @@ class History:
     def runs(self, last: int) -> list[RunRecord]:
         with self._connect() as con:
             rows = con.execute(
-                "select run_id, target, arguments, started_at, ended_at, status, exit_code, phase, message "
-                "from runs order by started_at desc limit ?", [last]).fetchall()
-        return [RunRecord(*row) for row in rows]
+                "select run_id, target, arguments, started_at, ended_at, status, exit_code, phase, message, "
+                "phase_seconds from runs order by started_at desc limit ?", [last]).fetchall()
+        return [RunRecord(*row[:-1], phase_seconds=json.loads(row[-1]) if row[-1] else {}) for row in rows]
 
     def nodes(self, run_id: str) -> list[NodeRecord]:
         with self._connect() as con:

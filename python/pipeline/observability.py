@@ -119,14 +119,10 @@ def write_metrics(path: Path, summary: RunSummary, last_success: dt.datetime | N
         gate.labels(summary.target, "freshness", check.source).set(0 if check.is_error else 1)
     observed = Gauge("commerce_volume_rows", "Rows of the newest judged load per subject", ["target", "subject"],
                      registry=registry)
-    worst: dict[str, VolumeVerdict] = {}
-    for verdict in summary.volume:
-        kept = worst.get(verdict.subject)
-        if kept is None or (kept.passed and not verdict.passed) or (kept.passed == verdict.passed and verdict.load_date > kept.load_date):
-            worst[verdict.subject] = verdict
-    for subject, verdict in worst.items():
-        observed.labels(summary.target, subject).set(verdict.observed)
-        gate.labels(summary.target, "volume", subject).set(1 if verdict.passed else 0)
+    for subject in sorted({verdict.subject for verdict in summary.volume}):
+        verdicts = [verdict for verdict in summary.volume if verdict.subject == subject]
+        observed.labels(summary.target, subject).set(max(verdicts, key=lambda v: v.load_date).observed)
+        gate.labels(summary.target, "volume", subject).set(1 if all(v.passed for v in verdicts) else 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry)
 

@@ -16,7 +16,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -146,15 +146,14 @@ class Runner:
         self.summary = RunSummary(run_id=str(uuid.uuid4()), target=settings.target,
                                   started_at=dt.datetime.now(dt.timezone.utc))
         self.outcomes: list[DbtOutcome] = []
-        self.previous: RunRecord | None = None
+        self.recent_runs: list[RunRecord] = []
 
     # -- entry --------------------------------------------------------------------------------
 
     def execute(self) -> int:
         """Run under the lock; a busy lock is itself a recorded run with exit code 5."""
         started = self.summary.started_at.replace(tzinfo=None)
-        last = self.history.runs(1)
-        self.previous = last[0] if last else None
+        self.recent_runs = self.history.runs(20)
         self.history.start_run(self.summary.run_id, self.settings.target, self.options.describe(), started)
         try:
             with RunLock(self.settings.resolve(self.settings.lock_path), self.summary.run_id) as lock:
@@ -184,25 +183,37 @@ class Runner:
     # -- phases -------------------------------------------------------------------------------
 
     def _pipeline(self) -> None:
-        previous = self.previous if self.options.retry else None
+        resume = self._phase_to_resume()
         self._timed("freshness", self._freshness_gate)
-        if self.options.retry and previous is not None and previous.phase == "downstream":
-            self._timed("volume", self._volume_gate)
-            if self.options.build:
-                self._timed("downstream", lambda: self._dbt("downstream", ["retry"]))
-            return
-        if self.options.build:
-            if self.options.retry and previous is not None and previous.phase == "staging":
+        if self.options.build and resume != "downstream":
+            if resume == "staging":
                 self._timed("staging", lambda: self._dbt("staging", ["retry"]))
             else:
-                self._timed("staging", lambda: self._build("staging", ["--select", *intersect(STAGING_SELECTOR, self.options.select)]))
+                staging = ["--select", *intersect(STAGING_SELECTOR, self.options.select)]
+                self._timed("staging", lambda: self._build("staging", staging))
         self._timed("volume", self._volume_gate)
         if self.options.build:
-            excluded = ["--exclude", *STAGING_SELECTOR.split()]
-            selected = ["--select", *self.options.select] if self.options.select else []
-            self._timed("downstream", lambda: self._build("downstream", [*selected, *excluded]))
+            if resume == "downstream":
+                self._timed("downstream", lambda: self._dbt("downstream", ["retry"]))
+            else:
+                selected = ["--select", *self.options.select] if self.options.select else []
+                downstream = [*selected, "--exclude", *STAGING_SELECTOR.split()]
+                self._timed("downstream", lambda: self._build("downstream", downstream))
 
-    def _timed(self, phase: str, step: Any) -> None:
+    def _phase_to_resume(self) -> str | None:
+        """With --retry: the dbt phase the last attempted run failed in, if it failed in one.
+
+        A run refused by the lock attempted nothing and is skipped; a run that stopped at a
+        gate or succeeded has nothing for `dbt retry` to resume, so a normal run follows.
+        """
+        if not self.options.retry:
+            return None
+        attempted = next((run for run in self.recent_runs if run.status != "locked"), None)
+        if attempted is None or attempted.status == "success" or attempted.phase not in {"staging", "downstream"}:
+            return None
+        return attempted.phase
+
+    def _timed(self, phase: str, step: Callable[[], None]) -> None:
         self.summary.phase = phase
         started = time.perf_counter()
         try:
@@ -295,7 +306,9 @@ class Runner:
         self.summary.parents.update({uid: n.get("depends_on", {}).get("nodes", []) for uid, n in manifest.nodes.items()})
         built = {r.unique_id: manifest.relation(r.unique_id) for r in outcome.results
                  if r.resource_type in {"model", "seed", "snapshot"} and r.status == "success"}
+        counting = time.perf_counter()
         sizes = relation_sizes(queries_for(self.settings), {k: v for k, v in built.items() if v})
+        self.summary.timings["row_counts"] = self.summary.timings.get("row_counts", 0.0) + time.perf_counter() - counting
         for result in outcome.results:
             self.summary.nodes.append(NodeRecord(
                 unique_id=result.unique_id, name=result.name, resource_type=result.resource_type,
@@ -311,15 +324,19 @@ class Runner:
         summary.status = "success" if code == ExitCode.SUCCESS else code.name.lower()
         summary.phase = phase
         summary.message = message
+        reporting = time.perf_counter()
         self.history.record_nodes(summary.run_id, summary.nodes)
         self.history.record_volume(summary.run_id, summary.volume)
-        self.history.finish_run(summary.run_id, summary.status, int(code), phase, message,
-                                summary.ended_at.replace(tzinfo=None))
         if message:
             self.log.error(message, extra={"fields": {"event": "run_failed", "exit_code": int(code), "phase": phase}})
         if observe:
-            write_metrics(self.settings.resolve(self.settings.metrics_path), summary, self.history.last_success())
+            last_success = summary.ended_at if code == ExitCode.SUCCESS else self.history.last_success()
+            write_metrics(self.settings.resolve(self.settings.metrics_path), summary, last_success)
             self._print_summary()
+        summary.timings["report"] = time.perf_counter() - reporting
+        self.history.finish_run(summary.run_id, summary.status, int(code), phase, message,
+                                summary.ended_at.replace(tzinfo=None),
+                                {name: round(seconds, 3) for name, seconds in summary.timings.items()})
         self.log.info("run %s finished: %s (exit %d) in %.1fs", summary.run_id, summary.status, int(code),
                       summary.seconds, extra={"fields": {"event": "run_finished", "exit_code": int(code),
                                                          "seconds": round(summary.seconds, 3)}})

@@ -48,4 +48,4 @@ select
     item_count,
     order_total_usd,
     _loaded_at
-from final
+from {{ changed_rows('final', 'order_id') }}

@@ -54,4 +54,4 @@ select
     paid_usd,
     refunded_usd,
     _loaded_at
-from final
+from {{ changed_rows('final', 'order_id') }}

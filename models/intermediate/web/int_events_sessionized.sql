@@ -60,4 +60,4 @@ select
     add_to_cart_count,
     has_purchase,
     _loaded_at
-from final
+from {{ changed_rows('final', 'session_id') }}

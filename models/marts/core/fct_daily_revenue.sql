@@ -69,4 +69,4 @@ select
     revenue_usd,
     customers,
     _loaded_at
-from final
+from {{ changed_rows('final', 'revenue_date') }}

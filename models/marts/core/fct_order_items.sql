@@ -58,4 +58,4 @@ select
     line_amount,
     line_total_usd,
     _loaded_at
-from final
+from {{ changed_rows('final', 'order_item_id') }}

@@ -150,4 +150,4 @@ select
     is_fully_paid,
     updated_at,
     _loaded_at
-from final
+from {{ changed_rows('final', 'order_id') }}

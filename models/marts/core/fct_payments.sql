@@ -59,4 +59,4 @@ select
     created_at,
     payment_date,
     _loaded_at
-from final
+from {{ changed_rows('final', 'payment_id') }}

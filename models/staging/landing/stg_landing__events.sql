@@ -75,7 +75,8 @@ candidates as (
         event_at,
         page,
         _loaded_at,
-        _load_date
+        _load_date,
+        false as is_stored
     from renamed
     {% if is_incremental() %}
         union all
@@ -87,7 +88,8 @@ candidates as (
             event_at,
             page,
             _loaded_at,
-            _load_date
+            _load_date,
+            true as is_stored
         from current_versions
     {% endif %}
 
@@ -104,9 +106,10 @@ ranked as (
         page,
         _loaded_at,
         _load_date,
+        is_stored,
         row_number() over (
             partition by event_id
-            order by _loaded_at desc
+            order by _loaded_at desc, is_stored desc
         ) as version_rank
     from candidates
 
@@ -125,7 +128,9 @@ final as (
         _loaded_at,
         _load_date
     from ranked
-    where version_rank = 1
+    -- Only what is newer than the stored copy is merged: re-reading the lookback window
+    -- costs a scan, not a rewrite of rows that did not change.
+    where version_rank = 1 and not is_stored
 
 )
 

@@ -74,7 +74,8 @@ candidates as (
         unit_price,
         discount,
         _loaded_at,
-        _load_date
+        _load_date,
+        false as is_stored
     from renamed
     {% if is_incremental() %}
         union all
@@ -86,7 +87,8 @@ candidates as (
             unit_price,
             discount,
             _loaded_at,
-            _load_date
+            _load_date,
+            true as is_stored
         from current_versions
     {% endif %}
 
@@ -103,9 +105,10 @@ ranked as (
         discount,
         _loaded_at,
         _load_date,
+        is_stored,
         row_number() over (
             partition by order_item_id
-            order by _loaded_at desc
+            order by _loaded_at desc, is_stored desc
         ) as version_rank
     from candidates
 
@@ -123,7 +126,9 @@ final as (
         _loaded_at,
         _load_date
     from ranked
-    where version_rank = 1
+    -- Only what is newer than the stored copy is merged: re-reading the lookback window
+    -- costs a scan, not a rewrite of rows that did not change.
+    where version_rank = 1 and not is_stored
 
 )
 

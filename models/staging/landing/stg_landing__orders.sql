@@ -73,7 +73,8 @@ candidates as (
         ordered_at,
         updated_at,
         _loaded_at,
-        _load_date
+        _load_date,
+        false as is_stored
     from renamed
     {% if is_incremental() %}
         union all
@@ -85,7 +86,8 @@ candidates as (
             ordered_at,
             updated_at,
             _loaded_at,
-            _load_date
+            _load_date,
+            true as is_stored
         from current_versions
     {% endif %}
 
@@ -102,9 +104,10 @@ ranked as (
         updated_at,
         _loaded_at,
         _load_date,
+        is_stored,
         row_number() over (
             partition by order_id
-            order by updated_at desc, _loaded_at desc
+            order by updated_at desc, _loaded_at desc, is_stored desc
         ) as version_rank
     from candidates
 
@@ -122,7 +125,9 @@ final as (
         _loaded_at,
         _load_date
     from ranked
-    where version_rank = 1
+    -- Only what is newer than the stored copy is merged: re-reading the lookback window
+    -- costs a scan, not a rewrite of rows that did not change.
+    where version_rank = 1 and not is_stored
 
 )
 

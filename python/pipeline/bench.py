@@ -1,0 +1,374 @@
+"""`make bench`: what users pay as the warehouse grows, measured side by side in one run.
+
+Every timed step runs in its own process so its wall time and peak RSS (from wait4) are its
+own. Each figure is the median of `--runs` runs (default 3), with min and max beside it.
+Results go to bench/results.json and a table in bench/README.md.
+
+    python -m pipeline.bench [--scales 0.1,1,3] [--days 5] [--incremental-scale 0.2] ...
+    python -m pipeline.bench floor MANIFEST DB_PATH LANDING   # internal: the no-dbt floor
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Callable
+
+import duckdb
+import yaml
+
+from pipeline import PROJECT_DIR, generator
+from pipeline.history import History
+
+BENCH_DIR = PROJECT_DIR / "bench"
+
+
+@dataclass(frozen=True)
+class Sample:
+    seconds: float
+    peak_rss_mb: float
+
+
+def run_measured(command: list[str], log: Path, env: dict[str, str] | None = None) -> Sample:
+    """Run a command to completion; its own wall time and peak resident memory."""
+    with open(log, "ab") as sink:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=sink, stderr=sink, cwd=PROJECT_DIR,
+                                   env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {code}; see {log}")
+    return Sample(seconds, usage.ru_maxrss / 1024)
+
+
+def summarize(samples: list[Sample]) -> dict[str, Any]:
+    seconds = [s.seconds for s in samples]
+    return {"median_s": round(statistics.median(seconds), 3), "min_s": round(min(seconds), 3),
+            "max_s": round(max(seconds), 3), "runs_s": [round(s, 3) for s in seconds],
+            "peak_rss_mb": round(max(s.peak_rss_mb for s in samples), 1)}
+
+
+class Workspace:
+    """A landing zone, warehouse and history in a temp folder, and the CLI pointed at them."""
+
+    def __init__(self, root: Path, target: str = "duckdb") -> None:
+        self.root = root
+        self.landing = root / "landing"
+        self.config = root / "pipeline.yml"
+        self.log = root / "commands.log"
+        root.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(yaml.safe_dump({
+            "target": target, "landing_root": str(self.landing),
+            "warehouse_path": str(root / "state" / "warehouse.duckdb"),
+            "history_path": str(root / "state" / "history.duckdb"),
+            "lock_path": str(root / "state" / "pipeline.lock"), "target_path": str(root / "state" / "target"),
+            "metrics_path": str(root / "state" / "commerce.prom"),
+            "lineage_path": str(root / "state" / "lineage.jsonl"), "spark_dir": str(root / "state" / "spark"),
+        }))
+
+    def pipeline(self, *args: str) -> Sample:
+        return run_measured([sys.executable, "-m", "pipeline.cli", "run", *args, "--config", str(self.config)],
+                            self.log)
+
+    def dbt(self, *args: str, target_path: Path | None = None) -> Sample:
+        env = {"DBT_PROFILES_DIR": str(PROJECT_DIR / "profiles"), "COMMERCE_LANDING_ROOT": str(self.landing),
+               "COMMERCE_DUCKDB_PATH": str(self.root / "state" / "warehouse.duckdb")}
+        dbt = str(Path(sys.executable).with_name("dbt"))
+        target = target_path or self.root / "state" / "target"
+        return run_measured([dbt, *args, "--quiet", "--target-path", str(target)], self.log, env)
+
+    def reset_state(self) -> None:
+        shutil.rmtree(self.root / "state", ignore_errors=True)
+
+    def save(self, name: str) -> None:
+        shutil.rmtree(self.root / name, ignore_errors=True)
+        shutil.copytree(self.root / "state", self.root / name / "state")
+        shutil.copytree(self.landing, self.root / name / "landing")
+
+    def restore(self, name: str) -> None:
+        for part in ("state", "landing"):
+            shutil.rmtree(self.root / part, ignore_errors=True)
+            shutil.copytree(self.root / name / part, self.root / part)
+
+    def last_run_phases(self) -> dict[str, float]:
+        return History(self.root / "state" / "history.duckdb").runs(1)[0].phase_seconds
+
+
+def generate(landing: Path, scale: float, days: int, end_date: dt.date) -> int:
+    shutil.rmtree(landing, ignore_errors=True)
+    return sum(generator.generate(landing, seed=42, scale=scale, days=days, end_date=end_date).values())
+
+
+def yesterday() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+
+
+def repeat(runs: int, step: Callable[[], Sample], before: Callable[[], None] | None = None) -> list[Sample]:
+    samples = []
+    for _ in range(runs):
+        if before:
+            before()
+        samples.append(step())
+    return samples
+
+
+# ------------------------------------------------------------------------------------------------
+# The floor: the marts built from dbt's compiled SQL straight in DuckDB, no dbt at all.
+
+
+def build_floor(manifest_path: Path, db_path: Path, landing: Path) -> None:
+    """Replay the compiled models of a full-refresh build in dependency order.
+
+    Seeds are loaded from their CSV files and the snapshot is its first run (every customer's
+    current version), so the floor does the same transformation work as dbt, minus dbt.
+    """
+    manifest = json.loads(manifest_path.read_text())
+    nodes = {uid: n for uid, n in manifest["nodes"].items() if n["resource_type"] in {"model", "seed", "snapshot"}}
+    con = duckdb.connect(str(db_path))
+    for schema in {n["schema"] for n in nodes.values()} | {"landing"}:
+        con.execute(f"create schema if not exists {schema}")
+    for source in manifest["sources"].values():
+        con.execute(f"create or replace view {source['relation_name']} as select * from read_parquet("
+                    f"'{landing}/{source['identifier']}/*/*.parquet', hive_partitioning = true, "
+                    f"hive_types = {{'load_date': date}}, union_by_name = true)")
+    done: set[str] = set()
+
+    def build(uid: str) -> None:
+        if uid in done or uid not in nodes:
+            return
+        node = nodes[uid]
+        for parent in node.get("depends_on", {}).get("nodes", []):
+            build(parent)
+        relation = node["relation_name"]
+        if node["resource_type"] == "seed":
+            types = node["config"].get("column_types") or {}
+            columns = ", ".join(f"'{c}': '{t}'" for c, t in types.items())
+            path = PROJECT_DIR / node["original_file_path"]
+            con.execute(f"create or replace table {relation} as select * from read_csv('{path}', header = true"
+                        + (f", columns = {{{columns}}}" if columns and len(types) == len(node["columns"]) else "")
+                        + ")")
+        elif node["resource_type"] == "snapshot":
+            parent = nodes[node["depends_on"]["nodes"][0]]["relation_name"]
+            con.execute(f"create or replace table {relation} as select *, md5(cast(customer_id as varchar)) as "
+                        f"dbt_scd_id, updated_at as dbt_updated_at, updated_at as dbt_valid_from, "
+                        f"cast(null as timestamp) as dbt_valid_to from {parent}")
+        else:
+            kind = "view" if node["config"]["materialized"] == "view" else "table"
+            con.execute(f"create or replace {kind} {relation} as {node['compiled_code']}")
+        done.add(uid)
+
+    for uid in sorted(nodes):
+        build(uid)
+    con.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# The benchmark sections.
+
+
+def bench_generator(work: Path, runs: int, days: int) -> dict[str, Any]:
+    seconds, rows = [], 0
+    for run in range(runs):
+        started = time.perf_counter()
+        rows = generate(work / f"gen{run}", scale=1.0, days=days, end_date=yesterday())
+        seconds.append(time.perf_counter() - started)
+        shutil.rmtree(work / f"gen{run}")
+    median = statistics.median(seconds)
+    return {"scale": 1, "days": days, "rows": rows, "rows_per_s": round(rows / median),
+            "min_rows_per_s": round(rows / max(seconds)), "max_rows_per_s": round(rows / min(seconds)),
+            "runs_s": [round(s, 3) for s in seconds]}
+
+
+def bench_full_builds(work: Path, scales: list[float], days: int, runs: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for scale in scales:
+        space = Workspace(work / f"full-{scale:g}")
+        rows = generate(space.landing, scale, days, yesterday())
+        pipeline = repeat(runs, lambda: space.pipeline("--full-refresh"), space.reset_state)
+        # Every model's full-refresh SQL (the runner's last phase compiled only its own nodes).
+        space.dbt("compile", "--full-refresh", target_path=space.root / "compiled")
+        manifest = space.root / "compiled" / "manifest.json"
+        floor_db = space.root / "floor" / "warehouse.duckdb"
+
+        def floor() -> Sample:
+            shutil.rmtree(floor_db.parent, ignore_errors=True)
+            floor_db.parent.mkdir(parents=True)
+            return run_measured([sys.executable, "-m", "pipeline.bench", "floor", str(manifest),
+                                 str(floor_db), str(space.landing)], space.log)
+
+        floor_samples = repeat(runs, floor)
+        _check_floor_matches(space.root / "state" / "warehouse.duckdb", floor_db)
+        out[f"{scale:g}"] = {"landing_rows": rows, "days": days, "pipeline_full_refresh": summarize(pipeline),
+                             "floor": summarize(floor_samples),
+                             "ratio": round(statistics.median(s.seconds for s in pipeline)
+                                            / statistics.median(s.seconds for s in floor_samples), 2)}
+        shutil.rmtree(space.root)
+    return out
+
+
+def _check_floor_matches(dbt_db: Path, floor_db: Path) -> None:
+    """The floor must build the same marts, or the ratio compares different work."""
+    with duckdb.connect(str(dbt_db), read_only=True) as dbt_con, duckdb.connect(str(floor_db), read_only=True) as floor_con:
+        for (mart,) in dbt_con.execute("select table_name from information_schema.tables "
+                                       "where table_schema = 'marts'").fetchall():
+            query = f"select count(*), sum(hash(t)) from marts.{mart} as t"
+            if dbt_con.execute(query).fetchone() != floor_con.execute(query).fetchone():
+                raise RuntimeError(f"floor and dbt disagree on marts.{mart}")
+
+
+def bench_incremental(work: Path, scale: float, base_days: int, multiples: list[int], runs: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for multiple in multiples:
+        days = base_days * multiple
+        space = Workspace(work / f"inc-{multiple}x")
+        generate(space.landing, scale, days, yesterday() - dt.timedelta(days=1))
+        space.pipeline()  # the warehouse as it stands before today's load
+        space.save("before")
+
+        def prepare() -> None:
+            space.restore("before")
+            generator.append_day(space.landing)
+
+        incremental = repeat(runs, space.pipeline, prepare)
+        phases = space.last_run_phases()
+        full = repeat(runs, lambda: space.pipeline("--full-refresh"), prepare)
+        out[f"{multiple}x"] = {"history_days": days, "scale": scale, "incremental": summarize(incremental),
+                               "full_refresh": summarize(full), "incremental_phases_s": phases}
+        if multiple == multiples[0]:
+            out["_overhead_state"] = space  # reused by the runner-overhead section
+        else:
+            shutil.rmtree(space.root)
+    return out
+
+
+def bench_overhead(space: Workspace, runs: int) -> dict[str, Any]:
+    """`pipeline run` vs bare `dbt build` on the same state (today's load already merged)."""
+    pipeline = repeat(runs, space.pipeline)
+    phases = space.last_run_phases()
+    bare = repeat(runs, lambda: space.dbt("build"))
+    ratio = statistics.median(s.seconds for s in pipeline) / statistics.median(s.seconds for s in bare)
+    gate_seconds = phases.get("freshness", 0) + phases.get("volume", 0)
+    return {"pipeline_run": summarize(pipeline), "dbt_build": summarize(bare), "ratio": round(ratio, 3),
+            "phases_s": phases, "gates_s": round(gate_seconds, 3),
+            "history_and_observability_s": round(phases.get("report", 0) + phases.get("row_counts", 0), 3)}
+
+
+def bench_spark(work: Path, scale: float, days: int, runs: int) -> dict[str, Any]:
+    space = Workspace(work / "spark", target="spark_local")
+    rows = generate(space.landing, scale, days, yesterday())
+    samples = repeat(runs, lambda: space.pipeline("--full-refresh"), space.reset_state)
+    return {"scale": scale, "days": days, "landing_rows": rows, "pipeline_full_refresh": summarize(samples)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Report
+
+
+def machine() -> dict[str, Any]:
+    memory_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal")), 0)
+    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "memory_gib": round(memory_kb / 1024 ** 2, 1), "platform": platform.platform(),
+            "versions": {pkg: version(pkg) for pkg in ("dbt-core", "dbt-duckdb", "duckdb", "dbt-spark", "pyspark")}}
+
+
+def write_report(results: dict[str, Any]) -> None:
+    BENCH_DIR.mkdir(exist_ok=True)
+    (BENCH_DIR / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    m = results["machine"]
+    lines = [
+        "# Benchmarks", "",
+        f"Measured {m['date']} on {m['cpus']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+        f"Each figure is the median of {results['settings']['runs']} runs (min–max). Raw timings: results.json. "
+        "Regenerate with `make bench`.", "",
+        "| measure | value | goal |", "| --- | --- | --- |",
+        f"| generator, scale 1 | {results['generator_rows_per_s']:,} rows/s | ≥ 2,000,000 |",
+    ]
+    for scale, ratio in results["dbt_over_floor"].items():
+        detail = results["full_build"][scale]
+        lines.append(f"| full build scale {scale}: pipeline run --full-refresh / no-dbt floor | {ratio} "
+                     f"({detail['pipeline_full_refresh']['median_s']} s / {detail['floor']['median_s']} s, "
+                     f"peak {detail['pipeline_full_refresh']['peak_rss_mb']} MB) | ≤ 1.5 at scale 1 |")
+    inc = results["incremental"]
+    lines.append(f"| one more daily load, 10x history / 1x | {results['incremental_10x_over_1x']} | ≤ 1.2 |")
+    for key in ("1x", "3x", "10x"):
+        if key in inc:
+            lines.append(f"| ... {key} ({inc[key]['history_days']} days): incremental vs full refresh | "
+                         f"{inc[key]['incremental']['median_s']} s vs {inc[key]['full_refresh']['median_s']} s | |")
+    over = results["runner_overhead"]
+    lines.append(f"| runner overhead: pipeline run / bare dbt build | {results['runner_overhead_ratio']} "
+                 f"({over['pipeline_run']['median_s']} s / {over['dbt_build']['median_s']} s; gates "
+                 f"{over['gates_s']} s, history+observability {over['history_and_observability_s']} s) | ≤ 1.05 |")
+    if "spark" in results:
+        spark = results["spark"]
+        lines.append(f"| Spark (spark_local) full build, scale {spark['scale']} ({spark['days']} days) | "
+                     f"{spark['pipeline_full_refresh']['median_s']} s, peak {spark['pipeline_full_refresh']['peak_rss_mb']} MB "
+                     "(JVM included) | information |")
+    notes = results.get("notes")
+    (BENCH_DIR / "README.md").write_text("\n".join(lines) + "\n" + (f"\n{notes}\n" if notes else ""))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "floor":
+        build_floor(Path(argv[1]), Path(argv[2]), Path(argv[3]))
+        return
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scales", default="0.1,1,3", help="full-build scale factors")
+    parser.add_argument("--days", type=int, default=5, help="days of history for full builds")
+    parser.add_argument("--generator-days", type=int, default=10)
+    parser.add_argument("--incremental-scale", type=float, default=0.5)
+    parser.add_argument("--incremental-days", type=int, default=3, help="history 1x; 3x and 10x follow")
+    parser.add_argument("--spark-scale", type=float, default=0.1)
+    parser.add_argument("--spark-days", type=int, default=3)
+    parser.add_argument("--skip-spark", action="store_true")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="commerce-bench-") as tmp:
+        work = Path(tmp)
+        results: dict[str, Any] = {"machine": machine(), "settings": vars(args)}
+        print("generator ...", flush=True)
+        results["generator"] = bench_generator(work, args.runs, args.generator_days)
+        results["generator_rows_per_s"] = results["generator"]["rows_per_s"]
+        print("full builds ...", flush=True)
+        results["full_build"] = bench_full_builds(work, [float(s) for s in args.scales.split(",")], args.days, args.runs)
+        results["dbt_over_floor"] = {scale: r["ratio"] for scale, r in results["full_build"].items()}
+        print("incremental vs history ...", flush=True)
+        incremental = bench_incremental(work, args.incremental_scale, args.incremental_days, [1, 3, 10], args.runs)
+        overhead_space = incremental.pop("_overhead_state")
+        results["incremental"] = incremental
+        results["incremental_10x_over_1x"] = round(
+            incremental["10x"]["incremental"]["median_s"] / incremental["1x"]["incremental"]["median_s"], 3)
+        print("runner overhead ...", flush=True)
+        results["runner_overhead"] = bench_overhead(overhead_space, args.runs)
+        results["runner_overhead_ratio"] = results["runner_overhead"]["ratio"]
+        if not args.skip_spark:
+            print("spark ...", flush=True)
+            results["spark"] = bench_spark(work, args.spark_scale, args.spark_days, args.runs)
+        results["bench_seconds"] = round(time.perf_counter() - started, 1)
+    notes_file = BENCH_DIR / "NOTES.md"
+    results["notes"] = notes_file.read_text() if notes_file.exists() else ""
+    write_report(results)
+    print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
