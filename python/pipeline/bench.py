@@ -4,7 +4,7 @@ Every timed step runs in its own process so its wall time and peak RSS (from wai
 own. Each figure is the median of `--runs` runs (default 3), with min and max beside it.
 Results go to bench/results.json and a table in bench/README.md.
 
-    python -m pipeline.bench [--scales 0.1,1,3] [--days 5] [--incremental-scale 0.2] ...
+    python -m pipeline.bench [--scales 0.1,1,3] [--days 5] [--incremental-scale 0.5] ...
     python -m pipeline.bench floor MANIFEST DB_PATH LANDING   # internal: the no-dbt floor
 """
 
@@ -41,18 +41,30 @@ class Sample:
     peak_rss_mb: float
 
 
+# A forked child starts with its parent's peak RSS (Linux carries the high-water mark across
+# fork and exec), and this process holds generated data. So every timed command is started
+# by a tiny launcher that imports nothing heavy: the command's peak is then its own.
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+started = time.perf_counter()
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+seconds = time.perf_counter() - started
+open(sys.argv[1], "w").write(json.dumps({"seconds": seconds, "rss_kb": usage.ru_maxrss}))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(command: list[str], log: Path, env: dict[str, str] | None = None) -> Sample:
     """Run a command to completion; its own wall time and peak resident memory."""
+    report = log.with_suffix(".measure.json")
     with open(log, "ab") as sink:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=sink, stderr=sink, cwd=PROJECT_DIR,
-                                   env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
+        code = subprocess.call([sys.executable, "-c", _LAUNCHER, str(report), *command], stdout=sink,
+                               stderr=sink, cwd=PROJECT_DIR, env={**os.environ, **(env or {})})
     if code != 0:
         raise RuntimeError(f"{' '.join(command)} exited {code}; see {log}")
-    return Sample(seconds, usage.ru_maxrss / 1024)
+    measured = json.loads(report.read_text())
+    return Sample(measured["seconds"], measured["rss_kb"] / 1024)
 
 
 def summarize(samples: list[Sample]) -> dict[str, Any]:

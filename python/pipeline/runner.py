@@ -189,7 +189,9 @@ class Runner:
             if resume == "staging":
                 self._timed("staging", lambda: self._dbt("staging", ["retry"]))
             else:
-                staging = ["--select", *intersect(STAGING_SELECTOR, self.options.select)]
+                # cautious: a test that also reads a downstream model waits for the downstream phase
+                staging = ["--select", *intersect(STAGING_SELECTOR, self.options.select),
+                           "--indirect-selection", "cautious"]
                 self._timed("staging", lambda: self._build("staging", staging))
         self._timed("volume", self._volume_gate)
         if self.options.build:

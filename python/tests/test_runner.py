@@ -21,6 +21,7 @@ from pipeline.cli import app
 from pipeline.config import load_settings
 from pipeline.history import History
 from pipeline.lock import RunLock
+from pipeline.runner import intersect
 
 from conftest import Warehouse, make_landing
 
@@ -66,6 +67,15 @@ def _project(tmp_path: Path, days: int, end_date: dt.date) -> Project:
 def fresh_project(tmp_path: Path) -> Project:
     """20 daily loads up to the day before yesterday: fresh, with room to append yesterday."""
     return _project(tmp_path, days=20, end_date=TODAY - dt.timedelta(days=2))
+
+
+@pytest.mark.parametrize("select, expected", [
+    ((), ["path:seeds path:models/staging"]),
+    (("stg_landing__orders+",), ["path:seeds,stg_landing__orders+", "path:models/staging,stg_landing__orders+"]),
+    (("a b",), ["path:seeds,a", "path:seeds,b", "path:models/staging,a", "path:models/staging,b"]),
+])
+def test_select_is_intersected_with_each_phase(select: tuple[str, ...], expected: list[str]) -> None:
+    assert intersect("path:seeds path:models/staging", select) == expected
 
 
 def _rewrite_orders(landing: Path, load_date: dt.date, keep_fraction: float) -> None:
