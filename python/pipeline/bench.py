@@ -330,7 +330,7 @@ def write_report(results: dict[str, Any]) -> None:
         spark = results["spark"]
         lines.append(f"| Spark (spark_local) full build, scale {spark['scale']} ({spark['days']} days) | "
                      f"{spark['pipeline_full_refresh']['median_s']} s, peak {spark['pipeline_full_refresh']['peak_rss_mb']} MB "
-                     "(JVM included) | information |")
+                     "(wall time includes JVM start; RSS is the Python process) | information |")
     notes = results.get("notes")
     (BENCH_DIR / "README.md").write_text("\n".join(lines) + "\n" + (f"\n{notes}\n" if notes else ""))
 
