@@ -45,7 +45,6 @@ class NodeResult:
 class DbtOutcome:
     """What one dbt command did: overall success, per-node results, and any crash."""
 
-    command: list[str]
     success: bool
     results: list[NodeResult] = field(default_factory=list)
     error: str | None = None
@@ -111,7 +110,7 @@ def invoke(settings: Settings, args: list[str], dbt_vars: dict[str, Any] | None 
         results_file.unlink(missing_ok=True)
     result = dbtRunner(callbacks=[on_event] if on_event else None).invoke(command)
     error = None if result.exception is None else f"{type(result.exception).__name__}: {result.exception}"
-    return DbtOutcome(command=command, success=bool(result.success), results=read_run_results(results_file), error=error)
+    return DbtOutcome(success=bool(result.success), results=read_run_results(results_file), error=error)
 
 
 def show(settings: Settings, sql: str) -> list[tuple]:

@@ -326,9 +326,9 @@ def _order_plan(spec: LandingSpec, day: int) -> _OrderPlan:
                       unit_price_cents, discount_cents, pay_kind, pay_method_idx)
 
 
-def _seconds_in_day(ids: np.ndarray, salt: int, not_before: np.ndarray | None = None) -> np.ndarray:
-    seconds = (_mix(ids, salt) % np.uint64(ACTIVITY_SECONDS)).astype(np.int64)
-    return seconds if not_before is None else np.maximum(seconds, not_before)
+def _seconds_in_day(ids: np.ndarray, salt: int) -> np.ndarray:
+    """A stable time of day per id: a status change always lands at the same second."""
+    return (_mix(ids, salt) % np.uint64(ACTIVITY_SECONDS)).astype(np.int64)
 
 
 def orders_items_payments_for_day(spec: LandingSpec, day: int) -> tuple[pa.Table, pa.Table, pa.Table]:

@@ -145,7 +145,6 @@ class Runner:
         self.history = History(settings.resolve(settings.history_path))
         self.summary = RunSummary(run_id=str(uuid.uuid4()), target=settings.target,
                                   started_at=dt.datetime.now(dt.timezone.utc))
-        self.outcomes: list[DbtOutcome] = []
         self.recent_runs: list[RunRecord] = []
 
     # -- entry --------------------------------------------------------------------------------
@@ -295,7 +294,6 @@ class Runner:
                                                       f"({node.node_status})")
 
             outcome = invoke(self.settings, args, self.options.dbt_vars(), quiet=True, on_event=on_event)
-        self.outcomes.append(outcome)
         self._collect_nodes(outcome)
         if not outcome.success:
             failures = [f"{n.unique_id} ({n.status}): {(n.message or '').strip()}" for n in outcome.failed_nodes]
