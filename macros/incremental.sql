@@ -55,6 +55,16 @@
 {%- endmacro %}
 
 {#-
+    The keys of `relation` with a row loaded since the model's watermark, as a subquery for
+    `key in (...)`: a downstream model recomputes exactly these keys from all of their rows.
+-#}
+{% macro keys_loaded_since_watermark(relation, key) -%}
+    select touched.{{ key }}
+    from {{ relation }} as touched
+    where touched._loaded_at > {{ loaded_at_watermark() }}
+{%- endmacro %}
+
+{#-
     The rows of `cte` that differ from what the table already stores, on incremental runs.
     Lookback windows make a model recompute keys whose result did not change; merging those
     would rewrite identical rows, which costs engines far more than comparing them. Columns

@@ -70,9 +70,9 @@ final as (
         currency_code,
         usd_rate,
         line_amount,
-        -- Unrounded USD amount: order totals round once, after summing (DESIGN.md).
-        cast(line_amount * usd_rate as decimal(30, 8)) as line_amount_usd_exact,
-        cast(round(line_amount * usd_rate, 2) as decimal(18, 2)) as line_total_usd,
+        -- Unrounded USD amount: order totals round once, after summing (docs/design.md).
+        {{ to_usd_exact('line_amount', 'usd_rate') }} as line_amount_usd_exact,
+        {{ to_usd('line_amount', 'usd_rate') }} as line_total_usd,
         _loaded_at
     from priced
 

@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='merge',
-        unique_key='order_id',
-        on_schema_change='append_new_columns'
-    )
-}}
+{{ config(materialized='incremental', unique_key='order_id') }}
 
 -- Order totals from their lines. Incremental: only orders with a line loaded since the
 -- high-water mark (minus the lookback) are re-summed, from all of their lines.
@@ -21,9 +14,7 @@ order_items_priced as (
     from {{ ref('int_order_items_priced') }}
     {% if is_incremental() %}
         where order_id in (
-            select touched.order_id
-            from {{ ref('int_order_items_priced') }} as touched
-            where touched._loaded_at > {{ loaded_at_watermark() }}
+            {{ keys_loaded_since_watermark(ref('int_order_items_priced'), 'order_id') }}
         )
     {% endif %}
 

@@ -33,8 +33,7 @@ converted as (
         payments.order_id,
         payments.payment_method,
         payments.payment_status,
-        -- Cents to units by multiplying: decimal division is inexact on some engines.
-        cast(payments.amount_cents as decimal(18, 0)) * cast(0.01 as decimal(3, 2)) as amount,
+        {{ cents_to_units('payments.amount_cents') }} as amount,
         payments.currency_code,
         currency_rates.usd_rate,
         payments.created_at,
@@ -52,9 +51,9 @@ final as (
         order_id,
         payment_method,
         payment_status,
-        cast(amount as decimal(18, 2)) as amount,
+        amount,
         currency_code,
-        cast(round(amount * usd_rate, 2) as decimal(18, 2)) as amount_usd,
+        {{ to_usd('amount', 'usd_rate') }} as amount_usd,
         created_at,
         cast(created_at as date) as payment_date,
         _loaded_at

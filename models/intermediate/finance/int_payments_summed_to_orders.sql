@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='merge',
-        unique_key='order_id',
-        on_schema_change='append_new_columns'
-    )
-}}
+{{ config(materialized='incremental', unique_key='order_id') }}
 
 -- Payment totals per order. Incremental: only orders with a payment loaded since the
 -- high-water mark (minus the lookback) are re-summed, from all of their payments.
@@ -21,9 +14,7 @@ payments as (
     from {{ ref('int_payments_converted') }}
     {% if is_incremental() %}
         where order_id in (
-            select touched.order_id
-            from {{ ref('int_payments_converted') }} as touched
-            where touched._loaded_at > {{ loaded_at_watermark() }}
+            {{ keys_loaded_since_watermark(ref('int_payments_converted'), 'order_id') }}
         )
     {% endif %}
 

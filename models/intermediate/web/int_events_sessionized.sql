@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='merge',
-        unique_key='session_id',
-        on_schema_change='append_new_columns'
-    )
-}}
+{{ config(materialized='incremental', unique_key='session_id') }}
 
 -- Events rolled up to their web session. Incremental: a session with any event loaded since
 -- the high-water mark (minus the lookback) is recomputed from all of its events, so a late
@@ -23,9 +16,7 @@ events as (
     from {{ ref('stg_landing__events') }}
     {% if is_incremental() %}
         where session_id in (
-            select touched.session_id
-            from {{ ref('stg_landing__events') }} as touched
-            where touched._loaded_at > {{ loaded_at_watermark() }}
+            {{ keys_loaded_since_watermark(ref('stg_landing__events'), 'session_id') }}
         )
     {% endif %}
 

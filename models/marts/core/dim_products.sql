@@ -34,8 +34,7 @@ final as (
         products.category,
         products.unit_price,
         products.currency_code,
-        cast(round(products.unit_price * currency_rates.usd_rate, 2) as decimal(18, 2))
-            as unit_price_usd,
+        {{ to_usd('products.unit_price', 'currency_rates.usd_rate') }} as unit_price_usd,
         products.is_active,
         products.updated_at
     from products

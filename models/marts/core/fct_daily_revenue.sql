@@ -1,13 +1,6 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='merge',
-        unique_key='revenue_date',
-        on_schema_change='fail'
-    )
-}}
+{{ config(materialized='incremental', unique_key='revenue_date') }}
 
--- Revenue per order date over revenue orders (DESIGN.md). Incremental: when an order changes
+-- Revenue per order date over revenue orders (docs/design.md). Incremental: when an order changes
 -- (a new order, or an old one cancelled or returned) its whole order date is recomputed from
 -- fct_orders; other dates are left alone.
 with

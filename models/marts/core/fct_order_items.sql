@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='merge',
-        unique_key='order_item_id',
-        on_schema_change='fail'
-    )
-}}
+{{ config(materialized='incremental', unique_key='order_item_id') }}
 
 -- One row per order line, priced in USD. Incremental on the line's load timestamp.
 with

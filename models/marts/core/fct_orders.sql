@@ -1,9 +1,7 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='merge',
         unique_key='order_id',
-        on_schema_change='fail',
         partition_by=date_partition('order_date')
     )
 }}

@@ -1,4 +1,4 @@
--- Small entity: a view that deduplicates the whole landing folder is cheap (DESIGN.md).
+-- Small entity: a view that deduplicates the whole landing folder is cheap (docs/design.md).
 with
 
 source as (
@@ -31,38 +31,17 @@ renamed as (
 
 ),
 
-ranked as (
-
-    select
-        customer_id,
-        email,
-        first_name,
-        last_name,
-        country_code,
-        created_at,
-        updated_at,
-        _loaded_at,
-        row_number() over (
-            partition by customer_id
-            order by updated_at desc, _loaded_at desc
-        ) as version_rank
-    from renamed
-
-),
-
 final as (
 
-    select
-        customer_id,
-        email,
-        first_name,
-        last_name,
-        country_code,
-        created_at,
-        updated_at,
-        _loaded_at
-    from ranked
-    where version_rank = 1
+    {{ latest_version_per_key(
+        'renamed',
+        unique_key='customer_id',
+        columns=[
+            'customer_id', 'email', 'first_name', 'last_name', 'country_code', 'created_at',
+            'updated_at', '_loaded_at',
+        ],
+        order_by=['updated_at desc', '_loaded_at desc'],
+    ) }}
 
 )
 

@@ -1,4 +1,4 @@
--- Small entity: a view that deduplicates the whole landing folder is cheap (DESIGN.md).
+-- Small entity: a view that deduplicates the whole landing folder is cheap (docs/design.md).
 with
 
 source as (
@@ -33,40 +33,17 @@ renamed as (
 
 ),
 
-ranked as (
-
-    select
-        product_id,
-        sku,
-        product_name,
-        category,
-        unit_price,
-        currency_code,
-        is_active,
-        updated_at,
-        _loaded_at,
-        row_number() over (
-            partition by product_id
-            order by updated_at desc, _loaded_at desc
-        ) as version_rank
-    from renamed
-
-),
-
 final as (
 
-    select
-        product_id,
-        sku,
-        product_name,
-        category,
-        unit_price,
-        currency_code,
-        is_active,
-        updated_at,
-        _loaded_at
-    from ranked
-    where version_rank = 1
+    {{ latest_version_per_key(
+        'renamed',
+        unique_key='product_id',
+        columns=[
+            'product_id', 'sku', 'product_name', 'category', 'unit_price', 'currency_code',
+            'is_active', 'updated_at', '_loaded_at',
+        ],
+        order_by=['updated_at desc', '_loaded_at desc'],
+    ) }}
 
 )
 
