@@ -67,18 +67,34 @@
 {#-
     The rows of `cte` that differ from what the table already stores, on incremental runs.
     Lookback windows make a model recompute keys whose result did not change; merging those
-    would rewrite identical rows, which costs engines far more than comparing them. Columns
-    come from the stored table, so the comparison covers every column it holds.
+    would rewrite identical rows, which costs engines far more than comparing them.
+
+    The rows keep every column the model declares in its yml (for the marts, the enforced
+    contract); they are compared on the columns both the model and the stored table have.
+    When the two differ (a column added to the model), every recomputed row is returned, so
+    dbt's own on_schema_change decides: `fail` stops with dbt's message naming the columns,
+    `append_new_columns` adds the column. Never a binder error from this macro.
 -#}
 {% macro changed_rows(cte, unique_key) -%}
     {%- if is_incremental() -%}
-        {%- set columns = adapter.get_columns_in_relation(this) | map(attribute='name') | list -%}
+        {%- set declared = model.columns.keys() | list -%}
+        {%- if not declared -%}
+            {{ exceptions.raise_compiler_error(
+                "changed_rows in " ~ model.name ~ " needs the model's columns listed in its yml"
+            ) }}
+        {%- endif -%}
+        {%- set stored = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
+        {%- set common = declared | select('in', stored) | list -%}
+        {%- if common | length == declared | length and declared | length == stored | length -%}
         (
-            select {{ columns | join(', ') }} from {{ cte }}
+            select {{ declared | join(', ') }} from {{ cte }}
             except
-            select {{ columns | join(', ') }} from {{ this }}
+            select {{ declared | join(', ') }} from {{ this }}
             where {{ unique_key }} in (select {{ unique_key }} from {{ cte }})
         ) as {{ cte }}_changed
+        {%- else -%}
+        {{ cte }}
+        {%- endif -%}
     {%- else -%}
         {{ cte }}
     {%- endif -%}

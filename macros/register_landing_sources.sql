@@ -23,8 +23,15 @@
 {% endmacro %}
 
 {% macro landing_path(entity) %}
-    {#- Quotes are doubled so a path can never end the SQL string it is embedded in. -#}
-    {{ return((var('landing_root') ~ '/' ~ entity) | replace("'", "''")) }}
+    {#-
+        A relative landing_root is relative to the project, not to the folder dbt runs in.
+        Quotes are doubled so a path can never end the SQL string it is embedded in.
+    -#}
+    {%- set root = var('landing_root') | string -%}
+    {%- if not (root.startswith('/') or '://' in root) -%}
+        {%- set root = (invocation_args_dict.get('project_dir') or '.') ~ '/' ~ root -%}
+    {%- endif -%}
+    {{ return((root ~ '/' ~ entity) | replace("'", "''")) }}
 {% endmacro %}
 
 {% macro default__create_landing_schema() -%}
