@@ -1,67 +1,92 @@
 {#-
     The versioning block every staging model shares: one row per `unique_key`, the latest
-    version by `order_by`, as a select statement over the CTE `relation`.
+    version, as a select statement over the CTE `relation` (docs/design.md, "Which version
+    wins").
 
-    On an incremental run the stored copy of each key read competes with the new copies: a
-    window can hold an older version than the table (a backfill, a replayed load), and a
-    replayed old version must never overwrite a newer one already merged. Only winners that
-    are new copies are returned, so re-reading a window costs a scan, never a rewrite of rows
-    that did not change.
+    Which version wins, in this order:
+      1. `lifecycle`: the version furthest along the entity's lifecycle (a rank from a seed),
+         so a late copy can never move a key backwards (a refund is never undone by an older
+         `completed` copy; a delivered order never goes back to `placed`);
+      2. `order_by`: the entity's own ordering (updated_at, then _loaded_at);
+      3. a landing copy beats the stored copy on a complete tie: a load that is re-delivered
+         or corrected in place is re-read and wins;
+      4. among landing copies still tied, the column values decide, so a re-run picks the
+         same row.
+
+    On an incremental run the stored copy of every key read competes with the new copies, so
+    a replayed old version never overwrites a newer one already merged; only winners that
+    differ from the stored row are returned, so re-reading a window costs a scan, never a
+    rewrite of rows that did not change.
 
     In the style of dbt-utils' `deduplicate`: a thin dispatch and a default that both engines
     run; an adapter overrides it only where its SQL must differ.
 
     Arguments:
-      relation    name of the CTE (or relation) holding the new copies, renamed and cast
+      relation    name of the CTE holding the new copies, renamed and cast
       unique_key  the column that identifies a row
       columns     every column to return, in order; the stored table has the same columns
-      order_by    list of `column [asc|desc]` deciding which version is the latest
+      order_by    list of `column desc|asc` ordering versions of a key, latest first
+      lifecycle   optional {'column': status column, 'ranks': relation with that column and
+                  an integer `status_rank`}; a higher rank is further along
 -#}
-{% macro latest_version_per_key(relation, unique_key, columns, order_by) %}
+{% macro latest_version_per_key(relation, unique_key, columns, order_by, lifecycle=none) %}
     {{- return(adapter.dispatch('latest_version_per_key', 'commerce')(
-        relation, unique_key, columns, order_by
+        relation, unique_key, columns, order_by, lifecycle
     )) -}}
 {% endmacro %}
 
-{% macro default__latest_version_per_key(relation, unique_key, columns, order_by) -%}
+{% macro default__latest_version_per_key(relation, unique_key, columns, order_by, lifecycle) -%}
     {%- set column_list = columns | join(',\n        ') -%}
+    {%- set ordering = [] -%}
+    {%- if lifecycle -%}
+        {%- do ordering.append('lifecycle.status_rank desc') -%}
+    {%- endif -%}
+    {%- for term in order_by -%}
+        {%- do ordering.append('candidates.' ~ term) -%}
+    {%- endfor -%}
     {%- if is_incremental() -%}
+        {%- do ordering.append('candidates.is_stored asc') -%}
+    {%- endif -%}
+    {%- for column in columns -%}
+        {%- do ordering.append('candidates.' ~ column) -%}
+    {%- endfor -%}
     select
         {{ column_list }}
     from (
         select
-            {{ column_list }},
-            is_stored,
+            {%- for column in columns %}
+            candidates.{{ column }},
+            {%- endfor %}
+            {{ 'candidates.is_stored' if is_incremental() else 'false' }} as is_stored,
             row_number() over (
-                partition by {{ unique_key }}
-                order by {{ order_by | join(', ') }}, is_stored desc
+                partition by candidates.{{ unique_key }}
+                order by {{ ordering | join(', ') }}
             ) as version_rank
         from (
             select
                 {{ column_list }},
                 false as is_stored
             from {{ relation }}
+            {%- if is_incremental() %}
             union all
             select
                 {{ column_list }},
                 true as is_stored
             from {{ this }}
             where {{ unique_key }} in (select {{ unique_key }} from {{ relation }})
+            {%- endif %}
         ) as candidates
+        {%- if lifecycle %}
+        left join {{ lifecycle['ranks'] }} as lifecycle
+            on candidates.{{ lifecycle['column'] }} = lifecycle.{{ lifecycle['column'] }}
+        {%- endif %}
     ) as ranked
     where version_rank = 1 and not is_stored
-    {%- else -%}
+    {%- if is_incremental() %}
+    except
     select
         {{ column_list }}
-    from (
-        select
-            {{ column_list }},
-            row_number() over (
-                partition by {{ unique_key }}
-                order by {{ order_by | join(', ') }}
-            ) as version_rank
-        from {{ relation }}
-    ) as ranked
-    where version_rank = 1
+    from {{ this }}
+    where {{ unique_key }} in (select {{ unique_key }} from {{ relation }})
     {%- endif -%}
 {%- endmacro %}

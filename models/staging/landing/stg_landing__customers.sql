@@ -1,4 +1,7 @@
--- Small entity: a view that deduplicates the whole landing folder is cheap (docs/design.md).
+{{ config(materialized='incremental', unique_key='customer_id') }}
+
+-- Incremental like the facts although small: the warehouse keeps every customer it ever
+-- saw, so a retention job that deletes old landing partitions changes nothing downstream.
 with
 
 source as (
@@ -11,8 +14,12 @@ source as (
         country_code,
         created_at,
         updated_at,
-        _loaded_at
+        _loaded_at,
+        load_date
     from {{ source('landing', 'customers') }}
+    {% if is_incremental() %}
+        where {{ load_date_filter() }}
+    {% endif %}
 
 ),
 
@@ -26,7 +33,8 @@ renamed as (
         upper(trim(country_code)) as country_code,
         cast(created_at as timestamp) as created_at,
         cast(updated_at as timestamp) as updated_at,
-        cast(_loaded_at as timestamp) as _loaded_at
+        cast(_loaded_at as timestamp) as _loaded_at,
+        cast(load_date as date) as _load_date
     from source
 
 ),
@@ -38,7 +46,7 @@ final as (
         unique_key='customer_id',
         columns=[
             'customer_id', 'email', 'first_name', 'last_name', 'country_code', 'created_at',
-            'updated_at', '_loaded_at',
+            'updated_at', '_loaded_at', '_load_date',
         ],
         order_by=['updated_at desc', '_loaded_at desc'],
     ) }}
@@ -53,5 +61,6 @@ select
     country_code,
     created_at,
     updated_at,
-    _loaded_at
+    _loaded_at,
+    _load_date
 from final

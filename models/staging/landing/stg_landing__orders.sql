@@ -2,6 +2,8 @@
 
 -- Big entity: each run reads only the load partitions from the high-water mark minus the
 -- lookback window, keeps the latest version per order and merges it in (docs/design.md).
+-- An order only moves forward in its lifecycle (seed order_statuses): a late `placed` copy
+-- never undoes a delivery.
 with
 
 source as (
@@ -47,6 +49,7 @@ final as (
             'updated_at', '_loaded_at', '_load_date',
         ],
         order_by=['updated_at desc', '_loaded_at desc'],
+        lifecycle={'column': 'order_status', 'ranks': ref('order_statuses')},
     ) }}
 
 )

@@ -1,7 +1,8 @@
 {{ config(materialized='incremental', unique_key='payment_id') }}
 
 -- Big entity, read incrementally by load partition. A refund arrives as a new copy of the
--- payment in a later load: the latest load wins.
+-- payment in a later load; the payment's lifecycle (seed payment_statuses) comes first, so an
+-- older `completed` copy delivered again never undoes a refund; then the latest load wins.
 with
 
 source as (
@@ -49,6 +50,7 @@ final as (
             'currency_code', 'created_at', '_loaded_at', '_load_date',
         ],
         order_by=['_loaded_at desc'],
+        lifecycle={'column': 'payment_status', 'ranks': ref('payment_statuses')},
     ) }}
 
 )

@@ -1,4 +1,7 @@
--- Small entity: a view that deduplicates the whole landing folder is cheap (docs/design.md).
+{{ config(materialized='incremental', unique_key='product_id') }}
+
+-- Incremental like the facts although small: the warehouse keeps every product it ever
+-- saw, so a retention job that deletes old landing partitions changes nothing downstream.
 with
 
 source as (
@@ -12,8 +15,12 @@ source as (
         currency,
         is_active,
         updated_at,
-        _loaded_at
+        _loaded_at,
+        load_date
     from {{ source('landing', 'products') }}
+    {% if is_incremental() %}
+        where {{ load_date_filter() }}
+    {% endif %}
 
 ),
 
@@ -28,7 +35,8 @@ renamed as (
         upper(trim(currency)) as currency_code,
         cast(is_active as boolean) as is_active,
         cast(updated_at as timestamp) as updated_at,
-        cast(_loaded_at as timestamp) as _loaded_at
+        cast(_loaded_at as timestamp) as _loaded_at,
+        cast(load_date as date) as _load_date
     from source
 
 ),
@@ -40,7 +48,7 @@ final as (
         unique_key='product_id',
         columns=[
             'product_id', 'sku', 'product_name', 'category', 'unit_price', 'currency_code',
-            'is_active', 'updated_at', '_loaded_at',
+            'is_active', 'updated_at', '_loaded_at', '_load_date',
         ],
         order_by=['updated_at desc', '_loaded_at desc'],
     ) }}
@@ -56,5 +64,6 @@ select
     currency_code,
     is_active,
     updated_at,
-    _loaded_at
+    _loaded_at,
+    _load_date
 from final
