@@ -16,7 +16,7 @@ DAYS ?= 30
 help:
 	@echo "make run    generate sample data and run the pipeline on DuckDB"
 	@echo "make test   lint, then the whole test suite (DuckDB and Spark)"
-	@echo "make lint   sqlfluff and the no-select-star rule"
+	@echo "make lint   sqlfluff, no select *, ruff, mypy --strict, yamllint (all, one pass)"
 	@echo "make docs   build dbt docs into target/ (browse: make docs-serve)"
 	@echo "make bench  benchmarks into bench/results.json and bench/README.md"
 
@@ -34,11 +34,20 @@ data/landing/_generator.json: | $(STAMP)
 run: $(STAMP) data/landing/_generator.json
 	$(BIN)/pipeline run
 
+# Every tool runs and reports, then lint fails if any of them failed: one pass shows all.
 lint: $(STAMP)
-	$(BIN)/sqlfluff lint models tests
-	@if grep -rnE --include='*.sql' 'select[[:space:]]+(distinct[[:space:]]+)?\*|[a-z_]\.\*' models tests; then \
-		echo "lint: 'select *' is not allowed in models or tests: name the columns (README, SQL style)"; exit 1; \
-	fi
+	@failed=""; \
+	$(BIN)/sqlfluff lint models tests || failed="$$failed sqlfluff"; \
+	if grep -rnE --include='*.sql' 'select[[:space:]]+(distinct[[:space:]]+)?\*|[a-z_]\.\*' models tests; then \
+		echo "lint: 'select *' is not allowed in models or tests: name the columns (README, SQL style)"; \
+		failed="$$failed select-star"; \
+	fi; \
+	$(BIN)/ruff check python || failed="$$failed ruff"; \
+	$(BIN)/ruff format --check python || failed="$$failed ruff-format"; \
+	$(BIN)/mypy --strict python || failed="$$failed mypy"; \
+	$(BIN)/yamllint --strict . || failed="$$failed yamllint"; \
+	if [ -n "$$failed" ]; then echo "lint failed:$$failed"; exit 1; fi; \
+	echo "lint: sqlfluff, select-star, ruff, ruff format, mypy --strict and yamllint all pass"
 
 test: lint
 	$(BIN)/pytest
@@ -50,7 +59,7 @@ docs-serve: docs
 	$(BIN)/dbt docs serve --port 8080
 
 bench: $(STAMP)
-	$(BIN)/python -m pipeline.bench
+	PYTHONPATH=python $(BIN)/python -m bench
 
 clean:
 	rm -rf data target logs build spark-warehouse metastore_db derby.log

@@ -6,7 +6,8 @@
     Which version wins, in this order:
       1. `lifecycle`: the version furthest along the entity's lifecycle (a rank from a seed),
          so a late copy can never move a key backwards (a refund is never undone by an older
-         `completed` copy; a delivered order never goes back to `placed`);
+         `completed` copy; a delivered order never goes back to `placed`); a status the seed
+         does not know wins, so the relationships test on it fails instead of a silent drop;
       2. `order_by`: the entity's own ordering (updated_at, then _loaded_at);
       3. a landing copy beats the stored copy on a complete tie: a load that is re-delivered
          or corrected in place is re-read and wins;
@@ -39,7 +40,8 @@
     {%- set column_list = columns | join(',\n        ') -%}
     {%- set ordering = [] -%}
     {%- if lifecycle -%}
-        {%- do ordering.append('lifecycle.status_rank desc') -%}
+        {#- An unknown status ranks first: it is kept, so its test fails loudly, never dropped. -#}
+        {%- do ordering.append('lifecycle.status_rank desc nulls first') -%}
     {%- endif -%}
     {%- for term in order_by -%}
         {%- do ordering.append('candidates.' ~ term) -%}

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
-
 from rich.table import Table
 
 from pipeline import generator
 from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.exits import ExitCode
 from pipeline.history import History
 from pipeline.observability import configure_logging
-from pipeline.runner import RunOptions, Runner
+from pipeline.runner import Runner, RunOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 err = Console(stderr=True)
 out = Console()
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="Settings file (default: pipeline.yml).")]
-LandingOption = Annotated[Optional[Path], typer.Option("--landing-root", help="Landing zone folder.")]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="Settings file (default: pipeline.yml).")
+]
+LandingOption = Annotated[Path | None, typer.Option("--landing-root", help="Landing zone folder.")]
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
@@ -31,20 +34,30 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
         return load_settings(config, overrides)
     except ConfigError as error:
         err.print(f"[red]configuration error:[/red] {error}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
 
 
 def _yesterday() -> dt.date:
-    return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 
 
 @app.command()
 def generate(
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 42,
-    scale: Annotated[float, typer.Option(help="Daily volume; 1 = about 30,000 orders a day.")] = 0.05,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same bytes.")
+    ] = 42,
+    scale: Annotated[
+        float, typer.Option(help="Daily volume; 1 = about 30,000 orders a day.")
+    ] = 0.05,
     days: Annotated[int, typer.Option(min=1, help="Days of history.")] = 30,
-    end_date: Annotated[Optional[dt.datetime], typer.Option(formats=["%Y-%m-%d"], help="Last load date (default: yesterday, UTC).")] = None,
-    append_day: Annotated[bool, typer.Option("--append-day", help="Add the next daily load to an existing landing zone.")] = False,
+    end_date: Annotated[
+        dt.datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="Last load date (default: yesterday, UTC)."),
+    ] = None,
+    append_day: Annotated[
+        bool,
+        typer.Option("--append-day", help="Add the next daily load to an existing landing zone."),
+    ] = False,
     landing_root: LandingOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -62,41 +75,72 @@ def generate(
             label = f"{days} daily loads ending {last.isoformat()}"
     except (ValueError, FileNotFoundError) as error:
         err.print(f"[red]generate failed:[/red] {error}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     seconds = (dt.datetime.now() - started).total_seconds()
     total = sum(rows.values())
-    out.print(f"{label} in {root}: {total:,} rows in {seconds:.2f}s ({total / max(seconds, 1e-9):,.0f} rows/s)")
+    out.print(
+        f"{label} in {root}: {total:,} rows in {seconds:.2f}s ({total / max(seconds, 1e-9):,.0f} "
+        "rows/s)"
+    )
     out.print(", ".join(f"{entity} {count:,}" for entity, count in rows.items()))
 
 
-DateOption = Annotated[Optional[dt.datetime], typer.Option(formats=["%Y-%m-%d"])]
+DateOption = Annotated[dt.datetime | None, typer.Option(formats=["%Y-%m-%d"])]
 
 
-def _run_options(select: list[str] | None, full_refresh: bool, start_date: dt.datetime | None,
-                 end_date: dt.datetime | None, retry: bool, build: bool) -> RunOptions:
+def _run_options(
+    select: list[str] | None,
+    full_refresh: bool,
+    start_date: dt.datetime | None,
+    end_date: dt.datetime | None,
+    retry: bool,
+    build: bool,
+) -> RunOptions:
     if (start_date is None) != (end_date is None):
         err.print("[red]usage error:[/red] --start-date and --end-date go together")
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     if start_date and end_date and start_date > end_date:
-        err.print(f"[red]usage error:[/red] --start-date {start_date.date()} is after --end-date {end_date.date()}")
-        raise typer.Exit(2)
+        err.print(
+            f"[red]usage error:[/red] --start-date {start_date.date()} is after --end-date "
+            f"{end_date.date()}"
+        )
+        raise typer.Exit(ExitCode.USAGE)
     if retry and (full_refresh or start_date):
-        err.print("[red]usage error:[/red] --retry resumes the last run as it was; drop --full-refresh/--start-date")
-        raise typer.Exit(2)
-    return RunOptions(select=tuple(select or ()), full_refresh=full_refresh,
-                      start_date=start_date.date() if start_date else None,
-                      end_date=end_date.date() if end_date else None, retry=retry, build=build)
+        err.print(
+            "[red]usage error:[/red] --retry resumes the last run as it was; drop "
+            "--full-refresh/--start-date"
+        )
+        raise typer.Exit(ExitCode.USAGE)
+    return RunOptions(
+        select=tuple(select or ()),
+        full_refresh=full_refresh,
+        start_date=start_date.date() if start_date else None,
+        end_date=end_date.date() if end_date else None,
+        retry=retry,
+        build=build,
+    )
 
 
 @app.command()
 def run(
-    target: Annotated[Optional[str], typer.Option(help="dbt target: duckdb (default), spark_local or spark.")] = None,
-    select: Annotated[Optional[list[str]], typer.Option("--select", "-s", help="dbt selector; repeatable.")] = None,
-    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")] = False,
+    target: Annotated[
+        str | None, typer.Option(help="dbt target: duckdb (default), spark_local or spark.")
+    ] = None,
+    select: Annotated[
+        list[str] | None, typer.Option("--select", "-s", help="dbt selector; repeatable.")
+    ] = None,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")
+    ] = False,
     start_date: DateOption = None,
     end_date: DateOption = None,
-    retry: Annotated[bool, typer.Option("--retry", help="Resume the last run's failed and skipped nodes (gates still apply).")] = False,
-    log_format: Annotated[Optional[str], typer.Option("--log-format", help="text or json.")] = None,
+    retry: Annotated[
+        bool,
+        typer.Option(
+            "--retry", help="Resume the last run's failed and skipped nodes (gates still apply)."
+        ),
+    ] = False,
+    log_format: Annotated[str | None, typer.Option("--log-format", help="text or json.")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Freshness gate, staging, volume gate, then intermediate and marts with their tests.
@@ -106,19 +150,23 @@ def run(
     """
     settings = _settings(config, target=target, log_format=log_format)
     options = _run_options(select, full_refresh, start_date, end_date, retry, build=True)
-    raise typer.Exit(Runner(settings, options, configure_logging(settings.log_format), out).execute())
+    raise typer.Exit(
+        Runner(settings, options, configure_logging(settings.log_format), out).execute()
+    )
 
 
 @app.command()
 def gates(
-    target: Annotated[Optional[str], typer.Option(help="dbt target.")] = None,
-    log_format: Annotated[Optional[str], typer.Option("--log-format", help="text or json.")] = None,
+    target: Annotated[str | None, typer.Option(help="dbt target.")] = None,
+    log_format: Annotated[str | None, typer.Option("--log-format", help="text or json.")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run the freshness and volume gates on what has landed, without building anything."""
     settings = _settings(config, target=target, log_format=log_format)
     options = _run_options(None, False, None, None, False, build=False)
-    raise typer.Exit(Runner(settings, options, configure_logging(settings.log_format), out).execute())
+    raise typer.Exit(
+        Runner(settings, options, configure_logging(settings.log_format), out).execute()
+    )
 
 
 @app.command()
@@ -129,14 +177,67 @@ def history(
     """Show past runs, newest first."""
     settings = _settings(config)
     table = Table(title=f"last {last} runs ({settings.resolve(settings.history_path)})")
-    for column in ("started (UTC)", "run", "target", "arguments", "status", "exit", "seconds", "phase", "message"):
+    for column in (
+        "started (UTC)",
+        "run",
+        "target",
+        "arguments",
+        "status",
+        "exit",
+        "seconds",
+        "phase",
+        "message",
+    ):
         table.add_column(column, overflow="fold")
     for record in History(settings.resolve(settings.history_path)).runs(last):
-        seconds = "" if record.ended_at is None else f"{(record.ended_at - record.started_at).total_seconds():.1f}"
-        table.add_row(record.started_at.isoformat(sep=" ", timespec="seconds"), record.run_id[:8], record.target,
-                      record.arguments, record.status, "" if record.exit_code is None else str(record.exit_code),
-                      seconds, record.phase or "", (record.message or "")[:300])
+        seconds = (
+            ""
+            if record.ended_at is None
+            else f"{(record.ended_at - record.started_at).total_seconds():.1f}"
+        )
+        table.add_row(
+            record.started_at.isoformat(sep=" ", timespec="seconds"),
+            record.run_id[:8],
+            record.target,
+            record.arguments,
+            record.status,
+            "" if record.exit_code is None else str(record.exit_code),
+            seconds,
+            record.phase or "",
+            (record.message or "")[:300],
+        )
     out.print(table)
+
+
+@app.command()
+def accept(
+    entity: Annotated[
+        str, typer.Option(help="Landing entity (orders) or staging model (stg_landing__orders).")
+    ],
+    load_date: Annotated[
+        dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="The load to accept.")
+    ],
+    reason: Annotated[str, typer.Option(help="Why this volume is real (recorded in the history).")],
+    by: Annotated[str | None, typer.Option(help="Who accepts (default: the login name).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Accept an anomalous load the volume gate stopped: the next run passes it and learns.
+
+    Who accepted which load and why goes into the history, for the next person to read.
+    """
+    settings = _settings(config)
+    if not reason.strip():
+        err.print("[red]usage error:[/red] --reason must say why the load is real")
+        raise typer.Exit(ExitCode.USAGE)
+    subject = entity if entity.startswith("stg_") else f"stg_landing__{entity}"
+    who = by or getpass.getuser()
+    History(settings.resolve(settings.history_path)).accept(
+        subject, load_date.date(), reason.strip(), who
+    )
+    out.print(
+        f"accepted {subject} load {load_date.date().isoformat()} ({who}: {reason.strip()}); "
+        "the next run passes it"
+    )
 
 
 def main() -> None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from dbt.artifacts.schemas.run import RunExecutionResult
 from dbt.cli.main import dbtRunner
 
 from pipeline.config import Settings
@@ -48,6 +50,7 @@ class DbtOutcome:
     success: bool
     results: list[NodeResult] = field(default_factory=list)
     error: str | None = None
+    listed: list[str] = field(default_factory=list)  # what `dbt ls` printed
 
     @property
     def failed_nodes(self) -> list[NodeResult]:
@@ -66,25 +69,37 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
         from pipeline.spark import spark_jars  # only Spark runs need the jars built
 
         spark_dir = settings.resolve(settings.spark_dir)
-        env.update({
-            "COMMERCE_SPARK_JARS": spark_jars(settings.resolve(Path("build/spark"))),
-            "COMMERCE_SPARK_WAREHOUSE": str(spark_dir / "warehouse"),
-            "COMMERCE_SPARK_METASTORE": str(spark_dir / "metastore_db"),
-        })
+        env.update(
+            {
+                "COMMERCE_SPARK_JARS": spark_jars(settings.resolve(Path("build/spark"))),
+                "COMMERCE_SPARK_WAREHOUSE": str(spark_dir / "warehouse"),
+                "COMMERCE_SPARK_METASTORE": str(spark_dir / "metastore_db"),
+            }
+        )
     return env
 
 
-def _command(settings: Settings, args: list[str], target_path: Path, dbt_vars: dict[str, Any] | None,
-             quiet: bool) -> list[str]:
+def _command(
+    settings: Settings,
+    args: list[str],
+    target_path: Path,
+    dbt_vars: dict[str, Any] | None,
+    quiet: bool,
+) -> list[str]:
     os.environ.update(dbt_environment(settings))
     settings.resolve(settings.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
     command = [
         *args,
-        "--project-dir", str(settings.project_dir),
-        "--profiles-dir", str(settings.profiles_dir),
-        "--target", settings.target,
-        "--target-path", str(target_path),
-        "--log-path", str(target_path / "logs"),
+        "--project-dir",
+        str(settings.project_dir),
+        "--profiles-dir",
+        str(settings.profiles_dir),
+        "--target",
+        settings.target,
+        "--target-path",
+        str(target_path),
+        "--log-path",
+        str(target_path / "logs"),
     ]
     if quiet:
         command.append("--quiet")
@@ -93,34 +108,56 @@ def _command(settings: Settings, args: list[str], target_path: Path, dbt_vars: d
     return command
 
 
-def invoke(settings: Settings, args: list[str], dbt_vars: dict[str, Any] | None = None, *,
-           target_subdir: str | None = None, quiet: bool = False,
-           on_event: Callable[[Any], None] | None = None) -> DbtOutcome:
+def invoke(
+    settings: Settings,
+    args: list[str],
+    dbt_vars: dict[str, Any] | None = None,
+    *,
+    target_path: Path | None = None,
+    quiet: bool = False,
+    on_event: Callable[[Any], None] | None = None,
+) -> DbtOutcome:
     """Run one dbt command in this process and collect its run results.
 
-    `target_subdir` keeps auxiliary commands (freshness, show) from overwriting the
-    run_results.json that `dbt retry` resumes from.
+    The runner gives every invocation of a run its own `target_path`
+    (target/runs/<run_id>/<phase>), so what it reads was written by that invocation and by
+    nothing else: never a previous run's artifact, never one of a person's `dbt compile`.
     """
-    target_path = settings.resolve(settings.target_path)
-    if target_subdir:
-        target_path = target_path / target_subdir
-    command = _command(settings, [*args, "--threads", str(settings.threads)], target_path, dbt_vars, quiet)
-    results_file = target_path / "run_results.json"
-    if args[0] != "retry":  # retry resumes from the previous results; others must not read stale ones
+    folder = target_path or settings.resolve(settings.target_path)
+    # ls takes no --threads, and prints what it lists unless its log level is none.
+    extra = ["--log-level", "none"] if args[0] == "ls" else ["--threads", str(settings.threads)]
+    command = _command(settings, [*args, *extra], folder, dbt_vars, quiet)
+    results_file = folder / "run_results.json"
+    if args[0] != "retry":  # retry reads its own --state; nothing else may read old results
         results_file.unlink(missing_ok=True)
     result = dbtRunner(callbacks=[on_event] if on_event else None).invoke(command)
-    error = None if result.exception is None else f"{type(result.exception).__name__}: {result.exception}"
-    return DbtOutcome(success=bool(result.success), results=read_run_results(results_file), error=error)
+    # One line: dbt's messages span several ("Runtime Error\n  Got a state selector ...").
+    error = (
+        None
+        if result.exception is None
+        else f"{type(result.exception).__name__}: {' '.join(str(result.exception).split())}"
+    )
+    return DbtOutcome(
+        success=bool(result.success),
+        results=read_run_results(results_file),
+        error=error,
+        listed=list(result.result) if isinstance(result.result, list) else [],
+    )
 
 
-def show(settings: Settings, sql: str) -> list[tuple]:
+def show(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
     """Rows of an inline query through dbt's own connection (used where no direct client is)."""
     target_path = settings.resolve(settings.target_path) / "show"
-    command = _command(settings, ["show", "--inline", sql, "--limit", "-1"], target_path, None, quiet=True)
+    command = _command(
+        settings, ["show", "--inline", sql, "--limit", "-1"], target_path, None, quiet=True
+    )
     result = dbtRunner().invoke(command)
-    if not result.success or result.result is None:
+    executed = result.result
+    if not result.success or not isinstance(executed, RunExecutionResult):
         raise RuntimeError(f"dbt show failed: {result.exception}")
-    table = result.result.results[0].agate_table
+    table = executed.results[0].agate_table
+    if table is None:
+        raise RuntimeError("dbt show returned no table")
     return [tuple(row.values()) for row in table.rows]
 
 
@@ -132,18 +169,22 @@ def read_run_results(path: Path) -> list[NodeResult]:
     for item in payload.get("results", []):
         response = item.get("adapter_response") or {}
         rows = response.get("rows_affected")
-        results.append(NodeResult(
-            unique_id=item["unique_id"],
-            status=str(item["status"]),
-            seconds=float(item.get("execution_time") or 0.0),
-            message=item.get("message"),
-            rows_affected=int(rows) if isinstance(rows, int) and rows >= 0 else None,
-            failures=item.get("failures"),
-        ))
+        results.append(
+            NodeResult(
+                unique_id=item["unique_id"],
+                status=str(item["status"]),
+                seconds=float(item.get("execution_time") or 0.0),
+                message=item.get("message"),
+                rows_affected=int(rows) if isinstance(rows, int) and rows >= 0 else None,
+                failures=item.get("failures"),
+            )
+        )
     return results
 
 
-def read_json_artifact(settings: Settings, name: str, target_subdir: str | None = None) -> dict[str, Any]:
-    path = settings.resolve(settings.target_path)
-    path = path / target_subdir / name if target_subdir else path / name
-    return json.loads(path.read_text()) if path.exists() else {}
+def read_json_artifact(path: Path) -> dict[str, Any]:
+    """An artifact this run wrote, or {} when the invocation wrote none (a failed gate)."""
+    if not path.exists():
+        return {}
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -34,7 +35,7 @@ class VolumePolicy(BaseModel):
     min_tolerance_rows: int = Field(default=10, ge=0)
 
     @classmethod
-    def from_meta(cls, subject: str, meta: Mapping[str, Any] | None) -> "VolumePolicy":
+    def from_meta(cls, subject: str, meta: Mapping[str, Any] | None) -> VolumePolicy:
         raw = (meta or {}).get("volume") or {}
         try:
             return cls(**raw)
@@ -55,9 +56,11 @@ class VolumeVerdict:
     def message(self) -> str:
         low = "-inf" if self.low is None else f"{self.low:,.0f}"
         high = "+inf" if self.high is None else f"{self.high:,.0f}"
-        verdict = "ok" if self.passed else "ANOMALY"
-        return (f"volume {verdict}: {self.subject} load {self.load_date.isoformat()} brought "
-                f"{self.observed:,} rows; expected [{low}, {high}] ({self.basis})")
+        verdict = ("accepted" if "accepted:" in self.basis else "ok") if self.passed else "ANOMALY"
+        return (
+            f"volume {verdict}: {self.subject} load {self.load_date.isoformat()} brought "
+            f"{self.observed:,} rows; expected [{low}, {high}] ({self.basis})"
+        )
 
 
 def median_absolute_deviation(values: Sequence[float]) -> float:
@@ -73,19 +76,36 @@ def history_range(history: Sequence[int], policy: VolumePolicy) -> tuple[float, 
         return None
     center = statistics.median(recent)
     mad = median_absolute_deviation(recent)
-    tolerance = max(policy.k * mad, policy.min_tolerance_ratio * center, float(policy.min_tolerance_rows))
-    basis = (f"median {center:,.0f} ± max({policy.k:g}×MAD {mad:,.1f}, {policy.min_tolerance_ratio:.0%}, "
-             f"{policy.min_tolerance_rows}) of the last {len(recent)} loads")
+    tolerance = max(
+        policy.k * mad, policy.min_tolerance_ratio * center, float(policy.min_tolerance_rows)
+    )
+    basis = (
+        f"median {center:,.0f} ± max({policy.k:g}×MAD {mad:,.1f}, "
+        f"{policy.min_tolerance_ratio:.0%}, "
+        f"{policy.min_tolerance_rows}) of the last {len(recent)} loads"
+    )
     return center - tolerance, center + tolerance, basis
 
 
-def check_volume(subject: str, load_date: dt.date, observed: int, history: Sequence[int],
-                 policy: VolumePolicy) -> VolumeVerdict:
-    """Judge one load against declared bounds and, with enough history, the robust range."""
+def check_volume(
+    subject: str,
+    load_date: dt.date,
+    observed: int,
+    history: Sequence[int],
+    policy: VolumePolicy,
+    accepted: str | None = None,
+) -> VolumeVerdict:
+    """Judge one load against declared bounds and, with enough history, the robust range.
+
+    `accepted` is an operator's recorded acceptance of this load (`pipeline accept`): a real
+    anomaly (a sale) then passes, says so, and joins the baseline once the run succeeds.
+    """
     low: float | None = policy.min_rows
     high: float | None = policy.max_rows
-    bases = [f"declared min_rows {policy.min_rows}" if policy.min_rows is not None else "",
-             f"declared max_rows {policy.max_rows}" if policy.max_rows is not None else ""]
+    bases = [
+        f"declared min_rows {policy.min_rows}" if policy.min_rows is not None else "",
+        f"declared max_rows {policy.max_rows}" if policy.max_rows is not None else "",
+    ]
     learned = history_range(history, policy)
     if learned is None:
         bases.append(f"history too short: {len(history)} of {policy.min_history} loads")
@@ -94,6 +114,9 @@ def check_volume(subject: str, load_date: dt.date, observed: int, history: Seque
         high = learned[1] if high is None else min(high, learned[1])
         bases.append(learned[2])
     passed = (low is None or observed >= low) and (high is None or observed <= high)
+    if accepted and not passed:
+        passed = True
+        bases.append(f"outside the range but accepted: {accepted}")
     basis = "; ".join(part for part in bases if part)
     return VolumeVerdict(subject, load_date, observed, low, high, basis, passed)
 
@@ -101,7 +124,7 @@ def check_volume(subject: str, load_date: dt.date, observed: int, history: Seque
 @dataclass(frozen=True)
 class FreshnessCheck:
     source: str
-    status: str  # pass, warn, error, runtime error
+    status: str  # pass, warn, error, runtime error, future
     max_loaded_at: str | None
     age_seconds: float | None
     warn_after_seconds: float | None
@@ -110,15 +133,25 @@ class FreshnessCheck:
 
     @property
     def is_error(self) -> bool:
-        return self.status in {"error", "runtime error"}
+        return self.status in {"error", "runtime error", "future"}
 
     def message(self) -> str:
         if self.status == "runtime error":
             return f"freshness could not be measured for {self.source}: {self.error}"
-        age = "unknown" if self.age_seconds is None else f"{self.age_seconds / 3600:.1f}h"
+        if self.status == "future":
+            age = 0.0 if self.age_seconds is None else self.age_seconds
+            return (
+                f"freshness future: {self.source} newest _loaded_at {self.max_loaded_at} is "
+                f"{-age / 3600:.1f}h after the run's clock: a load from the future cannot be "
+                "trusted"
+            )
+        shown = "unknown" if self.age_seconds is None else f"{self.age_seconds / 3600:.1f}h"
         limit = self.error_after_seconds if self.is_error else self.warn_after_seconds
         bound = "" if limit is None else f" (limit {limit / 3600:.0f}h)"
-        return f"freshness {self.status}: {self.source} newest _loaded_at {self.max_loaded_at}, age {age}{bound}"
+        return (
+            f"freshness {self.status}: {self.source} newest _loaded_at {self.max_loaded_at}, "
+            f"age {shown}{bound}"
+        )
 
 
 _PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
@@ -131,19 +164,70 @@ def _threshold(criteria: Mapping[str, Any], key: str) -> float | None:
     return float(spec["count"]) * _PERIOD_SECONDS[spec["period"]]
 
 
-def freshness_checks(sources_json: Mapping[str, Any]) -> list[FreshnessCheck]:
-    """Read dbt's sources.json (the artifact of `dbt source freshness`) into checks."""
+def freshness_checks(
+    sources_json: Mapping[str, Any], future_tolerance_seconds: float = 0.0
+) -> list[FreshnessCheck]:
+    """Read dbt's sources.json (the artifact of `dbt source freshness`) into checks.
+
+    dbt passes a negative age (a newest `_loaded_at` after the clock) as fresh; here it fails
+    as `future`: such a timestamp would freeze every watermark computed from it.
+    """
     checks = []
     for result in sources_json.get("results", []):
         source = ".".join(result["unique_id"].split(".")[-2:])
         criteria = result.get("criteria") or {}
-        checks.append(FreshnessCheck(
-            source=source,
-            status=str(result.get("status")),
-            max_loaded_at=result.get("max_loaded_at"),
-            age_seconds=result.get("max_loaded_at_time_ago_in_s"),
-            warn_after_seconds=_threshold(criteria, "warn_after"),
-            error_after_seconds=_threshold(criteria, "error_after"),
-            error=result.get("error") or result.get("message"),
-        ))
+        age = result.get("max_loaded_at_time_ago_in_s")
+        future = age is not None and age < -future_tolerance_seconds
+        checks.append(
+            FreshnessCheck(
+                source=source,
+                status="future" if future else str(result.get("status")),
+                max_loaded_at=result.get("max_loaded_at"),
+                age_seconds=result.get("max_loaded_at_time_ago_in_s"),
+                warn_after_seconds=_threshold(criteria, "warn_after"),
+                error_after_seconds=_threshold(criteria, "error_after"),
+                error=result.get("error") or result.get("message"),
+            )
+        )
     return sorted(checks, key=lambda check: check.source)
+
+
+def new_load_since(
+    past: Sequence[tuple[dt.date, int]], backfill_start: dt.date | None
+) -> dt.date | None:
+    """The load date after which loads are new: a backfill's window, else the newest load a
+    successful run has judged (`past` is newest first); None when nothing was judged yet."""
+    if backfill_start is not None:
+        return backfill_start - dt.timedelta(days=1)
+    return past[0][0] if past else None
+
+
+def judge_volumes(
+    policies: Mapping[str, VolumePolicy],
+    volumes: Mapping[str, Mapping[dt.date, int]],
+    past: Mapping[str, Sequence[tuple[dt.date, int]]],
+    since: Mapping[str, dt.date | None],
+    accepted: Mapping[tuple[str, dt.date], str],
+) -> list[VolumeVerdict]:
+    """A verdict per subject and new load date.
+
+    Every entity lands a batch with each load: a subject that brought no rows on a date
+    another subject did (an empty file, a missing folder) is judged as 0 rows rather than
+    going unseen. `past` holds each subject's judged loads of successful runs, newest first;
+    the baseline of a load is the `window` loads before it.
+    """
+    new_dates = sorted({day for by_date in volumes.values() for day in by_date})
+    verdicts = []
+    for name, policy in sorted(policies.items()):
+        start = since.get(name)
+        for load_date in new_dates:
+            if start is not None and load_date <= start:
+                continue
+            earlier = [rows for day, rows in past.get(name, ()) if day < load_date][: policy.window]
+            observed = volumes.get(name, {}).get(load_date, 0)
+            verdicts.append(
+                check_volume(
+                    name, load_date, observed, earlier, policy, accepted.get((name, load_date))
+                )
+            )
+    return verdicts

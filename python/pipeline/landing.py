@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from pipeline.manifest import Source
 
 PARTITION = re.compile(r"^load_date=(\d{4}-\d{2}-\d{2})$")
 _DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")
@@ -42,16 +44,21 @@ class EntityContract:
     columns: tuple[ColumnContract, ...]
 
     @classmethod
-    def from_source(cls, source: Mapping[str, Any]) -> EntityContract:
-        """From a source node of dbt's manifest (`sources` in manifest.json)."""
-        meta = source.get("meta") or {}
+    def from_source(cls, source: Source) -> EntityContract:
+        """From a landing source of dbt's manifest: every declared column needs a data_type."""
         columns = []
-        for name, column in (source.get("columns") or {}).items():
-            column_meta = (column.get("config") or {}).get("meta") or column.get("meta") or {}
-            if not column.get("data_type"):
-                raise ValueError(f"landing.{source['name']}.{name}: the contract needs a data_type")
-            columns.append(ColumnContract(name, str(column["data_type"]), bool(column_meta.get("nullable", False))))
-        return cls(entity=str(source["name"]), key=meta.get("landing_key"), columns=tuple(columns))
+        for column in source.columns:
+            if not column.data_type:
+                raise ValueError(
+                    f"landing.{source.name}.{column.name}: the contract needs a data_type"
+                )
+            columns.append(
+                ColumnContract(
+                    column.name, column.data_type, bool(column.meta.get("nullable", False))
+                )
+            )
+        key = source.meta.get("landing_key")
+        return cls(entity=source.name, key=str(key) if key else None, columns=tuple(columns))
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,33 @@ class Violation:
 
     def message(self) -> str:
         column = f" column {self.column}:" if self.column else ""
-        return f"landing contract: {self.entity} load {self.load_date} file {self.file}:{column} {self.rule}"
+        where = f"{self.entity} load {self.load_date} file {self.file}"
+        return f"landing contract: {where}:{column} {self.rule}"
+
+
+def _integer_within(bits: int) -> Callable[[pa.DataType], bool]:
+    def check(actual: pa.DataType) -> bool:
+        if pa.types.is_signed_integer(actual):
+            return bool(actual.bit_width <= bits)
+        return bool(pa.types.is_unsigned_integer(actual) and actual.bit_width < bits)
+
+    return check
+
+
+# What each declared type accepts without loss: itself and its safe widenings.
+_ACCEPTS: dict[str, Callable[[pa.DataType], bool]] = {
+    "bigint": _integer_within(64),
+    "integer": _integer_within(32),
+    "int": _integer_within(32),
+    "smallint": _integer_within(16),
+    "varchar": lambda t: bool(pa.types.is_string(t) or pa.types.is_large_string(t)),
+    "string": lambda t: bool(pa.types.is_string(t) or pa.types.is_large_string(t)),
+    "timestamp": lambda t: bool(
+        pa.types.is_timestamp(t) and t.tz in (None, "UTC", "+00:00", "Etc/UTC")
+    ),
+    "boolean": lambda t: bool(pa.types.is_boolean(t)),
+    "date": lambda t: bool(pa.types.is_date(t)),
+}
 
 
 def compatible(declared: str, actual: pa.DataType) -> bool:
@@ -74,25 +107,17 @@ def compatible(declared: str, actual: pa.DataType) -> bool:
     kind = declared.lower().replace(" ", "")
     if pa.types.is_dictionary(actual):
         actual = actual.value_type
-    if kind in {"bigint", "integer", "int", "smallint"}:
-        limit = {"bigint": 64, "integer": 32, "int": 32, "smallint": 16}[kind]
-        if pa.types.is_signed_integer(actual):
-            return bool(actual.bit_width <= limit)
-        return pa.types.is_unsigned_integer(actual) and actual.bit_width < limit
-    if kind in {"varchar", "string", "text"}:
-        return pa.types.is_string(actual) or pa.types.is_large_string(actual)
-    if kind == "timestamp":
-        return pa.types.is_timestamp(actual) and actual.tz in (None, "UTC", "+00:00", "Etc/UTC")
-    if kind == "boolean":
-        return pa.types.is_boolean(actual)
-    if kind == "date":
-        return pa.types.is_date(actual)
+    if kind in _ACCEPTS:
+        return _ACCEPTS[kind](actual)
     decimal = _DECIMAL.match(kind)
-    if decimal:
-        precision, scale = int(decimal.group(1)), int(decimal.group(2))
-        return (pa.types.is_decimal(actual) and actual.scale == scale
-                and actual.precision - actual.scale <= precision - scale)
-    raise ValueError(f"unknown data_type {declared!r} in the landing contract")
+    if decimal is None:
+        raise ValueError(f"unknown data_type {declared!r} in the landing contract")
+    precision, scale = int(decimal.group(1)), int(decimal.group(2))
+    return bool(
+        pa.types.is_decimal(actual)
+        and actual.scale == scale
+        and actual.precision - actual.scale <= precision - scale
+    )
 
 
 def schema_violations(contract: EntityContract, schema: pa.Schema) -> list[tuple[str, str]]:
@@ -104,11 +129,21 @@ def schema_violations(contract: EntityContract, schema: pa.Schema) -> list[tuple
     for column in contract.columns:
         index = schema.get_field_index(column.name)
         if index < 0:
-            problems.append((column.name, f"missing: the contract declares it ({column.data_type}); "
-                             f"the file has {', '.join(schema.names)}"))
+            problems.append(
+                (
+                    column.name,
+                    f"missing: the contract declares it ({column.data_type}); "
+                    f"the file has {', '.join(schema.names)}",
+                )
+            )
         elif not compatible(column.data_type, schema.field(index).type):
-            problems.append((column.name, f"type {schema.field(index).type} is not compatible with "
-                             f"the declared {column.data_type}"))
+            problems.append(
+                (
+                    column.name,
+                    f"type {schema.field(index).type} is not compatible with "
+                    f"the declared {column.data_type}",
+                )
+            )
     return problems
 
 
@@ -150,33 +185,48 @@ def _max_value(reader: pq.ParquetFile, column: str) -> Any:
 
 
 def _naive_utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
-def _first_future_row(reader: pq.ParquetFile, contract: EntityContract, column: str,
-                      limit: dt.datetime) -> str:
+def _first_future_row(
+    reader: pq.ParquetFile, contract: EntityContract, column: str, limit: dt.datetime
+) -> str:
     """The key (or row number) of the first row past `limit`, for the error message."""
     columns = [column] + ([contract.key] if contract.key and contract.key != column else [])
     table = reader.read(columns=columns)
     values = table.column(column).to_pylist()
     for row, value in enumerate(values):
         if value is not None and _naive_utc(value) > limit:
-            where = (f"{contract.key} {table.column(contract.key)[row].as_py()}" if contract.key
-                     else f"row {row}")
+            where = (
+                f"{contract.key} {table.column(contract.key)[row].as_py()}"
+                if contract.key
+                else f"row {row}"
+            )
             return f"{where} has {column} {value}"
     return "a row"
 
 
-def file_violations(contract: EntityContract, path: Path, load_date: dt.date, relative: str,
-                    future_limit: dt.datetime) -> list[Violation]:
+def file_violations(
+    contract: EntityContract,
+    path: Path,
+    load_date: dt.date,
+    relative: str,
+    future_limit: dt.datetime,
+) -> list[Violation]:
     """Every way one landing file breaks the contract (footer first, data only to name a row)."""
     try:
         reader = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as error:
-        return [Violation(contract.entity, load_date, relative, None, f"unreadable Parquet file: {error}")]
+        return [
+            Violation(
+                contract.entity, load_date, relative, None, f"unreadable Parquet file: {error}"
+            )
+        ]
     schema = reader.schema_arrow
-    found = [Violation(contract.entity, load_date, relative, column, rule)
-             for column, rule in schema_violations(contract, schema)]
+    found = [
+        Violation(contract.entity, load_date, relative, column, rule)
+        for column, rule in schema_violations(contract, schema)
+    ]
     broken = {violation.column for violation in found}
     for column in contract.columns:
         if column.name in broken:
@@ -184,20 +234,40 @@ def file_violations(contract: EntityContract, path: Path, load_date: dt.date, re
         if not column.nullable:
             nulls = _null_count(reader, column.name)
             if nulls:
-                found.append(Violation(contract.entity, load_date, relative, column.name,
-                                       f"{nulls:,} null values in a column declared not nullable"))
+                found.append(
+                    Violation(
+                        contract.entity,
+                        load_date,
+                        relative,
+                        column.name,
+                        f"{nulls:,} null values in a column declared not nullable",
+                    )
+                )
         if column.data_type.lower() == "timestamp":
             newest = _max_value(reader, column.name)
             if newest is not None and _naive_utc(newest) > future_limit:
                 row = _first_future_row(reader, contract, column.name, future_limit)
-                found.append(Violation(contract.entity, load_date, relative, column.name,
-                                       f"timestamp in the future: {row}, after the run's clock "
-                                       f"{future_limit.isoformat(sep=' ')} (tolerance included)"))
+                found.append(
+                    Violation(
+                        contract.entity,
+                        load_date,
+                        relative,
+                        column.name,
+                        f"timestamp in the future: {row}, after the run's clock "
+                        f"{future_limit.isoformat(sep=' ')} (tolerance included)",
+                    )
+                )
     return found
 
 
-def check_landing(contracts: Iterable[EntityContract], root: Path, since: Mapping[str, dt.date | None],
-                  until: dt.date | None, now: dt.datetime, tolerance: dt.timedelta) -> list[Violation]:
+def check_landing(
+    contracts: Iterable[EntityContract],
+    root: Path,
+    since: Mapping[str, dt.date | None],
+    until: dt.date | None,
+    now: dt.datetime,
+    tolerance: dt.timedelta,
+) -> list[Violation]:
     """Violations in every load partition after `since[entity]` (and not after `until`).
 
     `now` is the run's clock (naive UTC): a partition dated after today, or a timestamp later
@@ -208,15 +278,26 @@ def check_landing(contracts: Iterable[EntityContract], root: Path, since: Mappin
     for contract in contracts:
         start = since.get(contract.entity)
         for load_date, files in sorted(partitions(root, contract.entity).items()):
-            if (start is not None and load_date <= start) or (until is not None and load_date > until):
+            if (start is not None and load_date <= start) or (
+                until is not None and load_date > until
+            ):
                 continue
             folder = f"{contract.entity}/load_date={load_date.isoformat()}"
             if load_date > limit.date():
-                violations.append(Violation(contract.entity, load_date, folder, None,
-                                            f"load partition dated after the run's clock ({now.date()})"))
+                violations.append(
+                    Violation(
+                        contract.entity,
+                        load_date,
+                        folder,
+                        None,
+                        f"load partition dated after the run's clock ({now.date()})",
+                    )
+                )
                 continue
             for path in files:
-                violations.extend(file_violations(contract, path, load_date, f"{folder}/{path.name}", limit))
+                violations.extend(
+                    file_violations(contract, path, load_date, f"{folder}/{path.name}", limit)
+                )
     return violations
 
 

@@ -15,6 +15,7 @@ import os
 import socket
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 
 class LockBusy(RuntimeError):
@@ -25,10 +26,10 @@ class RunLock:
     def __init__(self, path: Path, run_id: str) -> None:
         self.path = path
         self.run_id = run_id
-        self.stale_holder: dict | None = None
+        self.stale_holder: dict[str, Any] | None = None
         self._handle: int | None = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -38,19 +39,28 @@ class RunLock:
             os.close(handle)
             raise LockBusy(
                 f"another run holds {self.path}: run {holder.get('run_id', '?')} "
-                f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}) since {holder.get('since', '?')}"
+                f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}) since "
+                f"{holder.get('since', '?')}"
             ) from None
         previous = _read_holder(handle)
         self.stale_holder = previous or None
-        record = {"run_id": self.run_id, "pid": os.getpid(), "host": socket.gethostname(),
-                  "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        record = {
+            "run_id": self.run_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
         os.ftruncate(handle, 0)
         os.pwrite(handle, json.dumps(record).encode(), 0)
         self._handle = handle
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._handle is not None:
             os.ftruncate(self._handle, 0)
             fcntl.flock(self._handle, fcntl.LOCK_UN)
@@ -58,7 +68,7 @@ class RunLock:
             self._handle = None
 
 
-def _read_holder(handle: int) -> dict:
+def _read_holder(handle: int) -> dict[str, Any]:
     try:
         data = os.pread(handle, 4096, 0)
         return json.loads(data) if data else {}

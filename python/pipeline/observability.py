@@ -37,7 +37,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
             "level": record.levelname.lower(),
             "msg": record.getMessage(),
         }
@@ -56,7 +58,9 @@ def configure_logging(log_format: str) -> logging.Logger:
     else:
         # Plain, unwrapped lines: cron mails and log collectors grep them.
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
+        )
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     return logger
@@ -84,7 +88,7 @@ class RunSummary:
 
     @property
     def seconds(self) -> float:
-        end = self.ended_at or dt.datetime.now(dt.timezone.utc)
+        end = self.ended_at or dt.datetime.now(dt.UTC)
         return (end - self.started_at).total_seconds()
 
 
@@ -92,44 +96,80 @@ def write_metrics(path: Path, summary: RunSummary, last_success: dt.datetime | N
     """Prometheus textfile-collector format, written atomically (node_exporter reads it)."""
     registry = CollectorRegistry()
     labels = {"target": summary.target}
-    Gauge("commerce_run_exit_code", "Exit code of the last run", ["target"], registry=registry).labels(**labels).set(
-        summary.exit_code if summary.exit_code is not None else -1)
-    Gauge("commerce_run_duration_seconds", "Wall time of the last run", ["target"], registry=registry).labels(
-        **labels).set(summary.seconds)
-    Gauge("commerce_run_timestamp_seconds", "When the last run ended", ["target"], registry=registry).labels(
-        **labels).set((summary.ended_at or summary.started_at).timestamp())
+    Gauge(
+        "commerce_run_exit_code", "Exit code of the last run", ["target"], registry=registry
+    ).labels(**labels).set(summary.exit_code if summary.exit_code is not None else -1)
+    Gauge(
+        "commerce_run_duration_seconds", "Wall time of the last run", ["target"], registry=registry
+    ).labels(**labels).set(summary.seconds)
+    Gauge(
+        "commerce_run_timestamp_seconds", "When the last run ended", ["target"], registry=registry
+    ).labels(**labels).set((summary.ended_at or summary.started_at).timestamp())
     if last_success is not None:
-        Gauge("commerce_last_success_timestamp_seconds", "When the last successful run ended", ["target"],
-              registry=registry).labels(**labels).set(last_success.replace(tzinfo=dt.timezone.utc).timestamp())
-    rows = Gauge("commerce_model_rows", "Rows in the relation after the run", ["target", "node", "layer"],
-                 registry=registry)
-    seconds = Gauge("commerce_model_duration_seconds", "Build or test time of the node", ["target", "node", "layer"],
-                    registry=registry)
+        Gauge(
+            "commerce_last_success_timestamp_seconds",
+            "When the last successful run ended",
+            ["target"],
+            registry=registry,
+        ).labels(**labels).set(last_success.replace(tzinfo=dt.UTC).timestamp())
+    rows = Gauge(
+        "commerce_model_rows",
+        "Rows in the relation after the run",
+        ["target", "node", "layer"],
+        registry=registry,
+    )
+    seconds = Gauge(
+        "commerce_model_duration_seconds",
+        "Build or test time of the node",
+        ["target", "node", "layer"],
+        registry=registry,
+    )
     for node in summary.nodes:
         if node.row_count is not None:
             rows.labels(summary.target, node.name, node.layer).set(node.row_count)
         seconds.labels(summary.target, node.name, node.layer).set(node.seconds)
-    age = Gauge("commerce_source_freshness_age_seconds", "Age of the newest _loaded_at per source",
-                ["target", "source"], registry=registry)
-    gate = Gauge("commerce_gate_passed", "1 when the gate passed for the subject, 0 when it failed",
-                 ["target", "gate", "subject"], registry=registry)
+    age = Gauge(
+        "commerce_source_freshness_age_seconds",
+        "Age of the newest _loaded_at per source",
+        ["target", "source"],
+        registry=registry,
+    )
+    gate = Gauge(
+        "commerce_gate_passed",
+        "1 when the gate passed for the subject, 0 when it failed",
+        ["target", "gate", "subject"],
+        registry=registry,
+    )
     for check in summary.freshness:
         if check.age_seconds is not None:
             age.labels(summary.target, check.source).set(check.age_seconds)
         gate.labels(summary.target, "freshness", check.source).set(0 if check.is_error else 1)
-    observed = Gauge("commerce_volume_rows", "Rows of the newest judged load per subject", ["target", "subject"],
-                     registry=registry)
+    observed = Gauge(
+        "commerce_volume_rows",
+        "Rows of the newest judged load per subject",
+        ["target", "subject"],
+        registry=registry,
+    )
     for subject in sorted({verdict.subject for verdict in summary.volume}):
         verdicts = [verdict for verdict in summary.volume if verdict.subject == subject]
-        observed.labels(summary.target, subject).set(max(verdicts, key=lambda v: v.load_date).observed)
-        gate.labels(summary.target, "volume", subject).set(1 if all(v.passed for v in verdicts) else 0)
+        observed.labels(summary.target, subject).set(
+            max(verdicts, key=lambda v: v.load_date).observed
+        )
+        gate.labels(summary.target, "volume", subject).set(
+            1 if all(v.passed for v in verdicts) else 0
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry)
 
 
 def lineage_transport(settings: Settings) -> Transport:
     if settings.lineage_url:
-        return HttpTransport(HttpConfig(url=settings.lineage_url))
+        return HttpTransport(
+            # A lineage server that is down costs a run seconds, not minutes (the run goes on).
+            HttpConfig(
+                url=settings.lineage_url, timeout=5.0, retry={"total": 2, "backoff_factor": 0.2}
+            )
+        )
     if str(settings.lineage_path) == "-":
         return ConsoleTransport(ConsoleConfig())
     path = settings.resolve(settings.lineage_path)
@@ -153,16 +193,29 @@ class Lineage:
         self.summary = summary
         self.client = OpenLineageClient(transport=lineage_transport(settings))
 
-    def _event(self, state: RunState, job: str, run_id: str, inputs: list[str], outputs: list[str],
-               facets: dict[str, Any] | None = None) -> RunEvent:
+    def _event(
+        self,
+        state: RunState,
+        job: str,
+        run_id: str,
+        inputs: list[str],
+        outputs: list[str],
+        facets: dict[str, Any] | None = None,
+    ) -> RunEvent:
         return RunEvent(
             eventType=state,
-            eventTime=dt.datetime.now(dt.timezone.utc).isoformat(),
+            eventTime=dt.datetime.now(dt.UTC).isoformat(),
             run=Run(runId=run_id, facets=facets or {}),
             job=Job(namespace=self.namespace, name=job),
             producer=PRODUCER,
-            inputs=[InputDataset(namespace=self.dataset_namespace, name=_dataset_name(name)) for name in inputs],
-            outputs=[OutputDataset(namespace=self.dataset_namespace, name=_dataset_name(name)) for name in outputs],
+            inputs=[
+                InputDataset(namespace=self.dataset_namespace, name=_dataset_name(name))
+                for name in inputs
+            ],
+            outputs=[
+                OutputDataset(namespace=self.dataset_namespace, name=_dataset_name(name))
+                for name in outputs
+            ],
         )
 
     def start(self) -> None:
@@ -170,28 +223,55 @@ class Lineage:
 
     def finish(self) -> None:
         summary = self.summary
-        parent = {"parent": parent_run.ParentRunFacet(
-            run=parent_run.Run(runId=summary.run_id),
-            job=parent_run.Job(namespace=self.namespace, name=self.JOB))}
+        parent = {
+            "parent": parent_run.ParentRunFacet(
+                run=parent_run.Run(runId=summary.run_id),
+                job=parent_run.Job(namespace=self.namespace, name=self.JOB),
+            )
+        }
         built: list[str] = []
         for node in summary.nodes:
-            if node.resource_type not in {"model", "snapshot", "seed"} or node.unique_id not in summary.relations:
+            if (
+                node.resource_type not in {"model", "snapshot", "seed"}
+                or node.unique_id not in summary.relations
+            ):
                 continue
-            inputs = [summary.relations.get(p) or summary.sources.get(p) for p in summary.parents.get(node.unique_id, [])]
+            inputs = [
+                summary.relations.get(p) or summary.sources.get(p)
+                for p in summary.parents.get(node.unique_id, [])
+            ]
             output = summary.relations[node.unique_id]
             state = RunState.COMPLETE if node.status == "success" else RunState.FAIL
             facets: dict[str, Any] = dict(parent)
             if state is RunState.FAIL and node.message:
                 facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
-                    message=node.message, programmingLanguage="sql")
-            self.client.emit(self._event(state, f"{self.JOB}.{node.name}", str(uuid.uuid4()),
-                                         [name for name in inputs if name], [output], facets))
+                    message=node.message, programmingLanguage="sql"
+                )
+            self.client.emit(
+                self._event(
+                    state,
+                    f"{self.JOB}.{node.name}",
+                    str(uuid.uuid4()),
+                    [name for name in inputs if name],
+                    [output],
+                    facets,
+                )
+            )
             if state is RunState.COMPLETE:
                 built.append(output)
         final = RunState.COMPLETE if summary.exit_code == 0 else RunState.FAIL
         facets = {}
         if final is RunState.FAIL and summary.message:
             facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
-                message=summary.message, programmingLanguage="python")
-        self.client.emit(self._event(final, self.JOB, summary.run_id, sorted(summary.sources.values()),
-                                     sorted(built), facets))
+                message=summary.message, programmingLanguage="python"
+            )
+        self.client.emit(
+            self._event(
+                final,
+                self.JOB,
+                summary.run_id,
+                sorted(summary.sources.values()),
+                sorted(built),
+                facets,
+            )
+        )

@@ -20,14 +20,37 @@ from pathlib import Path
 import pyspark
 
 ICEBERG_JAR_GLOB = "iceberg-spark-runtime-3.5_2.12-*.jar"
-JACKSON_JARS = ("jackson-annotations-2.*.jar", "jackson-core-2.*.jar", "jackson-databind-2.*.jar",
-                "jackson-datatype-jsr310-2.*.jar")  # 2.x: not jackson-core-asl 1.9
-OLD_SLASH, NEW_SLASH = b"com/fasterxml/jackson/", b"org/apache/iceberg/shaded/com/fasterxml/jackson/"
+JACKSON_JARS = (
+    "jackson-annotations-2.*.jar",
+    "jackson-core-2.*.jar",
+    "jackson-databind-2.*.jar",
+    "jackson-datatype-jsr310-2.*.jar",
+)  # 2.x: not jackson-core-asl 1.9
+OLD_SLASH, NEW_SLASH = (
+    b"com/fasterxml/jackson/",
+    b"org/apache/iceberg/shaded/com/fasterxml/jackson/",
+)
 OLD_DOT, NEW_DOT = b"com.fasterxml.jackson.", b"org.apache.iceberg.shaded.com.fasterxml.jackson."
 
 # Constant-pool entry sizes after the tag byte (JVM spec §4.4), for every tag but Utf8 (1).
-_FIXED_SIZES = {3: 4, 4: 4, 5: 8, 6: 8, 7: 2, 8: 2, 9: 4, 10: 4, 11: 4, 12: 4, 15: 3, 16: 2,
-                17: 4, 18: 4, 19: 2, 20: 2}
+_FIXED_SIZES = {
+    3: 4,
+    4: 4,
+    5: 8,
+    6: 8,
+    7: 2,
+    8: 2,
+    9: 4,
+    10: 4,
+    11: 4,
+    12: 4,
+    15: 3,
+    16: 2,
+    17: 4,
+    18: 4,
+    19: 2,
+    20: 2,
+}
 
 
 def iceberg_runtime_jar() -> Path:
@@ -35,7 +58,9 @@ def iceberg_runtime_jar() -> Path:
     folder = Path(str(resources.files("snowpark_connect_deps_iceberg"))) / "jars"
     matches = sorted(folder.glob(ICEBERG_JAR_GLOB))
     if not matches:
-        raise FileNotFoundError(f"no {ICEBERG_JAR_GLOB} in {folder}: is snowpark-connect-deps-iceberg installed?")
+        raise FileNotFoundError(
+            f"no {ICEBERG_JAR_GLOB} in {folder}: is snowpark-connect-deps-iceberg installed?"
+        )
     return matches[-1]
 
 
@@ -45,7 +70,9 @@ def _jackson_sources() -> list[Path]:
     for pattern in JACKSON_JARS:
         matches = sorted(folder.glob(pattern))
         if not matches:
-            raise FileNotFoundError(f"no {pattern} in {folder}: pyspark's bundled Jackson is missing")
+            raise FileNotFoundError(
+                f"no {pattern} in {folder}: pyspark's bundled Jackson is missing"
+            )
         found.append(matches[-1])
     return found
 
@@ -65,12 +92,12 @@ def relocate_class(data: bytes) -> bytes:
         tag = data[pos]
         if tag == 1:
             length = struct.unpack_from(">H", data, pos + 1)[0]
-            text = _relocate(data[pos + 3: pos + 3 + length])
+            text = _relocate(data[pos + 3 : pos + 3 + length])
             out += bytes([1]) + struct.pack(">H", len(text)) + text
             pos += 3 + length
         else:
             size = _FIXED_SIZES[tag]
-            out += data[pos: pos + 1 + size]
+            out += data[pos : pos + 1 + size]
             pos += 1 + size
         index += 2 if tag in (5, 6) else 1  # long and double take two slots
     out += data[pos:]
@@ -80,21 +107,27 @@ def relocate_class(data: bytes) -> bytes:
 def build_jackson_shim(path: Path) -> Path:
     """Write the relocated Jackson jar to `path` (once per set of inputs; cached by hash)."""
     sources = _jackson_sources()
-    digest = hashlib.sha256("|".join(f"{s.name}:{s.stat().st_size}" for s in sources).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(
+        "|".join(f"{s.name}:{s.stat().st_size}" for s in sources).encode()
+    ).hexdigest()[:12]
     target = path.with_name(f"{path.stem}-{digest}{path.suffix}")
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
     with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as shim:
-        shim.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: commerce pipeline.spark\n\n")
+        shim.writestr(
+            "META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: commerce pipeline.spark\n\n"
+        )
         for source in sources:
             with zipfile.ZipFile(source) as jar:
                 for name in jar.namelist():
                     if name.endswith("module-info.class") or name.startswith("META-INF/versions/"):
                         continue
                     if name.startswith("com/fasterxml/jackson/") and name.endswith(".class"):
-                        shim.writestr(_relocate(name.encode()).decode(), relocate_class(jar.read(name)))
+                        shim.writestr(
+                            _relocate(name.encode()).decode(), relocate_class(jar.read(name))
+                        )
                     elif name.startswith("META-INF/services/com.fasterxml.jackson."):
                         shim.writestr(_relocate(name.encode()).decode(), _relocate(jar.read(name)))
     partial.replace(target)

@@ -8,7 +8,7 @@ reuses dbt's own connection settings, so a cluster needs no second set of creden
 from __future__ import annotations
 
 import datetime as dt
-from typing import Protocol
+from typing import Any, Protocol
 
 import duckdb
 
@@ -17,14 +17,14 @@ from pipeline.dbt import show
 
 
 class Queries(Protocol):
-    def fetch(self, sql: str) -> list[tuple]: ...
+    def fetch(self, sql: str) -> list[tuple[Any, ...]]: ...
 
 
 class DuckDBQueries:
     def __init__(self, settings: Settings) -> None:
         self.path = str(settings.resolve(settings.warehouse_path))
 
-    def fetch(self, sql: str) -> list[tuple]:
+    def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         with duckdb.connect(self.path) as con:
             return con.execute(sql).fetchall()
 
@@ -33,7 +33,7 @@ class DbtShowQueries:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def fetch(self, sql: str) -> list[tuple]:
+    def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         return show(self.settings, sql)
 
 
@@ -46,8 +46,12 @@ def _date_literal(value: dt.date) -> str:
     return f"date '{value.isoformat()}'"
 
 
-def load_volumes(queries: Queries, relations: dict[str, str], since: dict[str, dt.date | None],
-                 until: dt.date | None) -> dict[str, dict[dt.date, int]]:
+def load_volumes(
+    queries: Queries,
+    relations: dict[str, str],
+    since: dict[str, dt.date | None],
+    until: dt.date | None,
+) -> dict[str, dict[dt.date, int]]:
     """Rows per load partition newer than `since[subject]` (and not after `until`), per subject.
 
     One query for all subjects: the landing views prune on the `load_date` partition.
@@ -57,18 +61,19 @@ def load_volumes(queries: Queries, relations: dict[str, str], since: dict[str, d
     parts = []
     for subject, relation in sorted(relations.items()):
         conditions = ["1 = 1"]
-        if since.get(subject) is not None:
-            conditions.append(f"load_date > {_date_literal(since[subject])}")
+        start = since.get(subject)
+        if start is not None:
+            conditions.append(f"load_date > {_date_literal(start)}")
         if until is not None:
             conditions.append(f"load_date <= {_date_literal(until)}")
         parts.append(
-            f"select '{subject}' as subject, cast(load_date as date) as load_date, count(*) as row_count "
+            f"select '{subject}' as subject, cast(load_date as date) as load_date, count(*) as "
+            "row_count "
             f"from {relation} where {' and '.join(conditions)} group by load_date"
         )
     volumes: dict[str, dict[dt.date, int]] = {subject: {} for subject in relations}
-    for subject, load_date, rows in queries.fetch(" union all ".join(parts)):
-        if isinstance(load_date, str):
-            load_date = dt.date.fromisoformat(load_date)
+    for subject, day, rows in queries.fetch(" union all ".join(parts)):
+        load_date = dt.date.fromisoformat(day) if isinstance(day, str) else day
         volumes[subject][load_date] = int(rows)
     return volumes
 

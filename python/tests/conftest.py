@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import duckdb
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from pipeline import generator
-from pipeline.config import Settings
+from pipeline.cli import app
+from pipeline.config import Settings, load_settings
 from pipeline.dbt import DbtOutcome, invoke
+from pipeline.history import History
 
+TODAY = dt.datetime.now(dt.UTC).date()
 END_DATE = dt.date(2026, 3, 31)
 SCALE = 0.02
-MARTS = ("dim_customers", "dim_products", "fct_orders", "fct_order_items", "fct_payments",
-         "fct_sessions", "fct_daily_revenue")
+MARTS = (
+    "dim_customers",
+    "dim_products",
+    "fct_orders",
+    "fct_order_items",
+    "fct_payments",
+    "fct_sessions",
+    "fct_daily_revenue",
+)
 
 
 @dataclass
@@ -40,11 +53,11 @@ class Warehouse:
         assert outcome.success, f"dbt build failed: {outcome.error} {failed}"
         return outcome
 
-    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         with duckdb.connect(str(self.settings.warehouse_path)) as con:
             return con.execute(sql, params or []).fetchall()
 
-    def checksums(self) -> dict[str, tuple]:
+    def checksums(self) -> dict[str, tuple[Any, ...]]:
         """Content checksum per mart: row count and a hash of every row, order-independent."""
         return {
             mart: self.query(
@@ -55,19 +68,73 @@ class Warehouse:
         }
 
 
-def make_settings(root: Path, landing: Path) -> Settings:
-    return Settings(
-        landing_root=landing,
-        warehouse_path=root / "warehouse.duckdb",
-        history_path=root / "history.duckdb",
-        lock_path=root / "pipeline.lock",
-        target_path=root / "target",
-        metrics_path=root / "metrics" / "commerce.prom",
-        lineage_path=root / "lineage" / "events.jsonl",
+def make_settings(root: Path, landing: Path, **overrides: Any) -> Settings:
+    """The one settings factory: every path of a run under `root`, the landing zone at `landing`."""
+    values: dict[str, Any] = {
+        "landing_root": landing,
+        "warehouse_path": root / "warehouse.duckdb",
+        "history_path": root / "history.duckdb",
+        "lock_path": root / "pipeline.lock",
+        "target_path": root / "target",
+        "metrics_path": root / "metrics" / "commerce.prom",
+        "lineage_path": root / "lineage" / "events.jsonl",
+        "spark_dir": root / "spark",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def write_config(path: Path, settings: Settings) -> Path:
+    """A pipeline.yml holding `settings`' paths and target, for the CLI's --config."""
+    keys = (
+        "target",
+        "landing_root",
+        "warehouse_path",
+        "history_path",
+        "lock_path",
+        "target_path",
+        "metrics_path",
+        "lineage_path",
+        "spark_dir",
     )
+    dumped = settings.model_dump(mode="json")
+    path.write_text(yaml.safe_dump({key: dumped[key] for key in keys}))
+    return path
 
 
-def make_landing(path: Path, days: int, scale: float = SCALE, seed: int = 7, end_date: dt.date = END_DATE) -> Path:
+class Project:
+    """A landing zone, a warehouse and a pipeline.yml pointing at both, driven by the real CLI."""
+
+    def __init__(self, root: Path, landing: Path) -> None:
+        self.root = root
+        self.config = write_config(root / "pipeline.yml", make_settings(root, landing))
+        self.settings = load_settings(self.config)
+        self.warehouse = Warehouse(self.settings)
+        self.history = History(self.settings.history_path)
+
+    def pipeline(self, *args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(app, [*args, "--config", str(self.config)])
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.stdout, result.stderr
+
+    def marts(self) -> set[str]:
+        return {
+            name
+            for (name,) in self.warehouse.query(
+                "select table_name from information_schema.tables where table_schema = 'marts'"
+            )
+        }
+
+
+def make_project(root: Path, days: int, end_date: dt.date) -> Project:
+    """A project whose landing zone holds `days` daily loads ending `end_date`."""
+    return Project(root, make_landing(root / "landing", days=days, end_date=end_date))
+
+
+def make_landing(
+    path: Path, days: int, scale: float = SCALE, seed: int = 7, end_date: dt.date = END_DATE
+) -> Path:
     generator.generate(path, seed=seed, scale=scale, days=days, end_date=end_date)
     return path
 

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow.dataset as ds
 
@@ -22,13 +23,17 @@ CENT = Decimal("0.01")
 REVENUE_STATUSES = {"placed", "shipped", "delivered"}
 
 
-def _rows(landing: Path, entity: str) -> list[dict]:
+Row = dict[str, Any]
+
+
+def _rows(landing: Path, entity: str) -> list[Row]:
     dataset = ds.dataset(landing / entity, format="parquet", partitioning="hive")
-    return dataset.to_table().to_pylist()
+    rows: list[Row] = dataset.to_table().to_pylist()
+    return rows
 
 
-def _latest(rows: list[dict], key: str, order: tuple[str, ...]) -> dict:
-    latest: dict = {}
+def _latest(rows: list[Row], key: str, order: tuple[str, ...]) -> dict[Any, Row]:
+    latest: dict[Any, Row] = {}
     for row in rows:
         current = latest.get(row[key])
         if current is None or tuple(row[o] for o in order) > tuple(current[o] for o in order):
@@ -37,7 +42,7 @@ def _latest(rows: list[dict], key: str, order: tuple[str, ...]) -> dict:
 
 
 def rates() -> dict[str, Decimal]:
-    with open(PROJECT_DIR / "seeds" / "currency_rates.csv", newline="") as handle:
+    with (PROJECT_DIR / "seeds" / "currency_rates.csv").open(newline="") as handle:
         return {row["currency"]: Decimal(row["usd_rate"]) for row in csv.DictReader(handle)}
 
 
@@ -72,8 +77,8 @@ def compute(landing: Path) -> Oracle:
             amount = Decimal(payment["amount_cents"]) / 100 * usd[payment["currency"]]
             result.paid_usd[payment["order_id"]] += amount.quantize(CENT, ROUND_HALF_UP)
 
-    daily: dict[dt.date, list] = {}
-    per_customer: dict[int, list] = {cid: [None, 0, Decimal("0.00")] for cid in customers}
+    daily: dict[dt.date, list[Any]] = {}
+    per_customer: dict[int, list[Any]] = {cid: [None, 0, Decimal("0.00")] for cid in customers}
     for order_id, order in orders.items():
         day = order["ordered_at"].date()
         bucket = daily.setdefault(day, [0, Decimal("0.00"), set()])
@@ -86,15 +91,21 @@ def compute(landing: Path) -> Oracle:
             bucket[2].add(order["customer_id"])
             stats[1] += 1
             stats[2] += total
-    result.daily_revenue = {day: (n, revenue, len(buyers)) for day, (n, revenue, buyers) in daily.items()}
-    result.customers = {cid: (first, n, revenue) for cid, (first, n, revenue) in per_customer.items()}
+    result.daily_revenue = {
+        day: (n, revenue, len(buyers)) for day, (n, revenue, buyers) in daily.items()
+    }
+    result.customers = {
+        cid: (first, n, revenue) for cid, (first, n, revenue) in per_customer.items()
+    }
 
     events = _latest(_rows(landing, "events"), "event_id", ("_loaded_at",))
-    per_session: dict[str, list] = {}
+    per_session: dict[str, list[Any]] = {}
     for event in events.values():
         stats = per_session.setdefault(event["session_id"], [0, False, event["event_at"]])
         stats[0] += 1
         stats[1] = stats[1] or event["event_type"] == "purchase"
         stats[2] = min(stats[2], event["event_at"])
-    result.sessions = {sid: (n, purchase, first.date()) for sid, (n, purchase, first) in per_session.items()}
+    result.sessions = {
+        sid: (n, purchase, first.date()) for sid, (n, purchase, first) in per_session.items()
+    }
     return result

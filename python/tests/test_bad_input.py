@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import TODAY, Project, make_project
 from pipeline import generator
-
-from test_runner import TODAY, Project, _project
 
 NEW_DAY = TODAY - dt.timedelta(days=1)
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def baseline(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, tuple[object, ...]]]:
     root = tmp_path_factory.mktemp("baseline")
-    project = _project(root, days=20, end_date=TODAY - dt.timedelta(days=2))
+    project = make_project(root, days=20, end_date=TODAY - dt.timedelta(days=2))
     code, stdout, _ = project.pipeline("run")
     assert code == 0, stdout
     return root, project.warehouse.checksums()
@@ -49,7 +50,7 @@ def unknown_enum(landing: Path) -> None:
     path = _part(landing, "payments")
     table = pq.read_table(path)
     index = table.schema.get_field_index("payment_status")
-    statuses = ["chargeback"] + table.column(index).to_pylist()[1:]
+    statuses = ["chargeback", *table.column(index).to_pylist()[1:]]
     pq.write_table(table.set_column(index, "payment_status", pa.array(statuses)), path)
 
 
@@ -69,7 +70,7 @@ def retyped_column(landing: Path) -> None:
     table = pq.read_table(path)
     index = table.schema.get_field_index("quantity")
     as_text = pc.cast(table.column(index), pa.string())
-    as_text = pa.chunked_array([pa.array(["two"] + as_text.to_pylist()[1:])])
+    as_text = pa.chunked_array([pa.array(["two", *as_text.to_pylist()[1:]])])
     pq.write_table(table.set_column(index, "quantity", as_text), path)
 
 
@@ -77,24 +78,45 @@ def malformed_file(landing: Path) -> None:
     _part(landing, "orders").write_bytes(b"PAR1 this is not a parquet file")
 
 
+# Breaches of the landing contract are caught from the files before anything is built (exit
+# 4, entity, load, file and column named); values the contract cannot judge fail dbt's tests.
 CASES: list[tuple[Callable[[Path], None], int, list[str]]] = [
-    (null_key, 1, ["not_null_stg_landing__orders_order_id"]),
-    (unknown_enum, 1, ["accepted_values_stg_landing__payments_payment_status"]),
+    (null_key, 4, [f"landing contract: orders load {NEW_DAY}", "column order_id: 1 null values"]),
+    (unknown_enum, 1, ["relationships_stg_landing__payments_payment_status"]),
     (empty_batch, 4, ["stg_landing__events", f"load {NEW_DAY}", "brought 0 rows"]),
     (exploded_batch, 4, ["stg_landing__order_items", "ANOMALY"]),
-    (retyped_column, 1, ["stg_landing__order_items", "two"]),
-    (malformed_file, 1, [f"orders/load_date={NEW_DAY}/part-0000.parquet", "No magic bytes"]),
+    (
+        retyped_column,
+        4,
+        [
+            f"landing contract: order_items load {NEW_DAY}",
+            "column quantity: type string is not compatible with the declared integer",
+        ],
+    ),
+    (
+        malformed_file,
+        4,
+        [f"orders/load_date={NEW_DAY}/part-0000.parquet", "unreadable Parquet file", "magic bytes"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("corrupt, exit_code, named", CASES, ids=[case[0].__name__ for case in CASES])
-def test_bad_load_fails_loudly_and_publishes_nothing(baseline: tuple[Path, dict], tmp_path: Path,
-                                                     corrupt: Callable[[Path], None], exit_code: int,
-                                                     named: list[str]) -> None:
+@pytest.mark.parametrize(
+    "corrupt, exit_code, named", CASES, ids=[case[0].__name__ for case in CASES]
+)
+def test_bad_load_fails_loudly_and_publishes_nothing(
+    baseline: tuple[Path, dict[str, tuple[object, ...]]],
+    tmp_path: Path,
+    corrupt: Callable[[Path], None],
+    exit_code: int,
+    named: list[str],
+) -> None:
     source, marts_before = baseline
     shutil.copytree(source / "landing", tmp_path / "landing")
     for database in [*source.glob("warehouse.duckdb*"), *source.glob("history.duckdb*")]:
-        shutil.copy(database, tmp_path / database.name)  # with its .wal: dbt's instance is still open
+        shutil.copy(
+            database, tmp_path / database.name
+        )  # with its .wal: dbt's instance is still open
     project = Project(tmp_path, tmp_path / "landing")
     assert generator.append_day(project.settings.landing_root)[0] == NEW_DAY
     corrupt(project.settings.landing_root)

@@ -10,26 +10,40 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.landing import ColumnContract, EntityContract, check_landing, compatible, file_violations
+from pipeline.landing import (
+    ColumnContract,
+    EntityContract,
+    check_landing,
+    compatible,
+    file_violations,
+)
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, 0)
 LIMIT = NOW + dt.timedelta(minutes=15)
 DAY = dt.date(2026, 3, 9)
-ORDERS = EntityContract("orders", "order_id", (
-    ColumnContract("order_id", "bigint", False),
-    ColumnContract("discount", "decimal(12,2)", False),
-    ColumnContract("note", "varchar", True),
-    ColumnContract("updated_at", "timestamp", False),
-))
+ORDERS = EntityContract(
+    "orders",
+    "order_id",
+    (
+        ColumnContract("order_id", "bigint", False),
+        ColumnContract("discount", "decimal(12,2)", False),
+        ColumnContract("note", "varchar", True),
+        ColumnContract("updated_at", "timestamp", False),
+    ),
+)
 
 
 def _table(**overrides: pa.Array) -> pa.Table:
     columns = {
         "order_id": pa.array([1, 2, 3], pa.int64()),
-        "discount": pa.array([Decimal("0.00"), Decimal("1.50"), Decimal("0.00")], pa.decimal128(12, 2)),
+        "discount": pa.array(
+            [Decimal("0.00"), Decimal("1.50"), Decimal("0.00")], pa.decimal128(12, 2)
+        ),
         "note": pa.array([None, "gift", None], pa.string()),
-        "updated_at": pa.array([dt.datetime(2026, 3, 9, 8), dt.datetime(2026, 3, 9, 9),
-                                dt.datetime(2026, 3, 9, 10)], pa.timestamp("us")),
+        "updated_at": pa.array(
+            [dt.datetime(2026, 3, 9, 8), dt.datetime(2026, 3, 9, 9), dt.datetime(2026, 3, 9, 10)],
+            pa.timestamp("us"),
+        ),
     }
     columns.update(overrides)
     return pa.table(columns)
@@ -46,20 +60,23 @@ def _rules(tmp_path: Path, table: pa.Table) -> list[tuple[str | None, str]]:
     return [(violation.column, violation.rule) for violation in violations]
 
 
-@pytest.mark.parametrize("declared, actual, expected", [
-    ("bigint", pa.int32(), True),           # safe widening
-    ("bigint", pa.int64(), True),
-    ("bigint", pa.uint64(), False),         # could overflow a signed 64-bit column
-    ("integer", pa.int64(), False),         # narrowing
-    ("bigint", pa.string(), False),
-    ("varchar", pa.dictionary(pa.int32(), pa.string()), True),
-    ("decimal(12,2)", pa.decimal128(10, 2), True),
-    ("decimal(12,2)", pa.decimal128(14, 2), False),
-    ("decimal(12,2)", pa.decimal128(12, 3), False),
-    ("timestamp", pa.timestamp("ms"), True),
-    ("timestamp", pa.timestamp("us", tz="Europe/Paris"), False),
-    ("boolean", pa.bool_(), True),
-])
+@pytest.mark.parametrize(
+    "declared, actual, expected",
+    [
+        ("bigint", pa.int32(), True),  # safe widening
+        ("bigint", pa.int64(), True),
+        ("bigint", pa.uint64(), False),  # could overflow a signed 64-bit column
+        ("integer", pa.int64(), False),  # narrowing
+        ("bigint", pa.string(), False),
+        ("varchar", pa.dictionary(pa.int32(), pa.string()), True),
+        ("decimal(12,2)", pa.decimal128(10, 2), True),
+        ("decimal(12,2)", pa.decimal128(14, 2), False),
+        ("decimal(12,2)", pa.decimal128(12, 3), False),
+        ("timestamp", pa.timestamp("ms"), True),
+        ("timestamp", pa.timestamp("us", tz="Europe/Paris"), False),
+        ("boolean", pa.bool_(), True),
+    ],
+)
 def test_compatible_types(declared: str, actual: pa.DataType, expected: bool) -> None:
     assert compatible(declared, actual) is expected
 
@@ -86,8 +103,10 @@ def test_nulls_fail_only_where_the_contract_says_not_nullable(tmp_path: Path) ->
 
 
 def test_a_future_timestamp_names_the_row_key(tmp_path: Path) -> None:
-    late = pa.array([dt.datetime(2026, 3, 9, 8), dt.datetime(2099, 1, 1), dt.datetime(2026, 3, 9, 10)],
-                    pa.timestamp("us"))
+    late = pa.array(
+        [dt.datetime(2026, 3, 9, 8), dt.datetime(2099, 1, 1), dt.datetime(2026, 3, 9, 10)],
+        pa.timestamp("us"),
+    )
     rules = _rules(tmp_path, _table(updated_at=late))
     assert len(rules) == 1 and rules[0][0] == "updated_at"
     assert "order_id 2 has updated_at 2099-01-01 00:00:00" in rules[0][1]
@@ -105,13 +124,20 @@ def test_a_malformed_file_is_a_violation_not_a_crash(tmp_path: Path) -> None:
     assert violation.column is None and violation.rule.startswith("unreadable Parquet file")
 
 
-def test_check_landing_reads_only_partitions_after_since_and_rejects_future_partitions(tmp_path: Path) -> None:
+def test_check_landing_reads_only_partitions_after_since_and_rejects_future_partitions(
+    tmp_path: Path,
+) -> None:
     for day in ("2026-03-07", "2026-03-08", "2099-01-01"):
         folder = tmp_path / "orders" / f"load_date={day}"
         folder.mkdir(parents=True)
-        pq.write_table(_table(order_id=pa.array([None, 2, 3], pa.int64())), folder / "part-0000.parquet")
-    violations = check_landing([ORDERS], tmp_path, {"orders": dt.date(2026, 3, 7)}, None, NOW,
-                               dt.timedelta(minutes=15))
-    assert [(v.load_date, v.column) for v in violations] == [(dt.date(2026, 3, 8), "order_id"),
-                                                             (dt.date(2099, 1, 1), None)]
+        pq.write_table(
+            _table(order_id=pa.array([None, 2, 3], pa.int64())), folder / "part-0000.parquet"
+        )
+    violations = check_landing(
+        [ORDERS], tmp_path, {"orders": dt.date(2026, 3, 7)}, None, NOW, dt.timedelta(minutes=15)
+    )
+    assert [(v.load_date, v.column) for v in violations] == [
+        (dt.date(2026, 3, 8), "order_id"),
+        (dt.date(2099, 1, 1), None),
+    ]
     assert "dated after the run's clock" in violations[1].rule

@@ -10,71 +10,43 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from pipeline import generator
+from conftest import TODAY, Project, make_project
+from pipeline import PROJECT_DIR, generator
 from pipeline.cli import app
-from pipeline.config import load_settings
-from pipeline.history import History
 from pipeline.lock import RunLock
 from pipeline.runner import intersect
-
-from conftest import Warehouse, make_landing
-
-TODAY = dt.datetime.now(dt.timezone.utc).date()
-
-
-class Project:
-    """A landing zone, a warehouse and a pipeline.yml pointing at both, in a temp folder."""
-
-    def __init__(self, root: Path, landing: Path) -> None:
-        self.root = root
-        self.config = root / "pipeline.yml"
-        self.config.write_text(yaml.safe_dump({
-            "landing_root": str(landing),
-            "warehouse_path": str(root / "warehouse.duckdb"),
-            "history_path": str(root / "history.duckdb"),
-            "lock_path": str(root / "pipeline.lock"),
-            "target_path": str(root / "target"),
-            "metrics_path": str(root / "metrics" / "commerce.prom"),
-            "lineage_path": str(root / "lineage" / "events.jsonl"),
-        }))
-        self.settings = load_settings(self.config)
-        self.warehouse = Warehouse(self.settings)
-        self.history = History(self.settings.history_path)
-
-    def pipeline(self, *args: str) -> tuple[int, str, str]:
-        result = CliRunner().invoke(app, [*args, "--config", str(self.config)])
-        if result.exception and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return result.exit_code, result.stdout, result.stderr
-
-    def marts(self) -> set[str]:
-        return {name for (name,) in self.warehouse.query(
-            "select table_name from information_schema.tables where table_schema = 'marts'")}
-
-
-def _project(tmp_path: Path, days: int, end_date: dt.date) -> Project:
-    landing = make_landing(tmp_path / "landing", days=days, end_date=end_date)
-    return Project(tmp_path, landing)
 
 
 @pytest.fixture
 def fresh_project(tmp_path: Path) -> Project:
     """20 daily loads up to the day before yesterday: fresh, with room to append yesterday."""
-    return _project(tmp_path, days=20, end_date=TODAY - dt.timedelta(days=2))
+    return make_project(tmp_path, days=20, end_date=TODAY - dt.timedelta(days=2))
 
 
-@pytest.mark.parametrize("select, expected", [
-    ((), ["path:seeds path:models/staging"]),
-    (("stg_landing__orders+",), ["path:seeds,stg_landing__orders+", "path:models/staging,stg_landing__orders+"]),
-    (("a b",), ["path:seeds,a", "path:seeds,b", "path:models/staging,a", "path:models/staging,b"]),
-])
-def test_select_is_intersected_with_each_phase(select: tuple[str, ...], expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    "select, expected",
+    [
+        ((), ["path:seeds path:models/staging"]),
+        (
+            ("stg_landing__orders+",),
+            ["path:seeds,stg_landing__orders+", "path:models/staging,stg_landing__orders+"],
+        ),
+        (
+            ("a b",),
+            ["path:seeds,a", "path:seeds,b", "path:models/staging,a", "path:models/staging,b"],
+        ),
+    ],
+)
+def test_select_is_intersected_with_each_phase(
+    select: tuple[str, ...], expected: list[str]
+) -> None:
     assert intersect("path:seeds path:models/staging", select) == expected
 
 
@@ -84,7 +56,9 @@ def _rewrite_orders(landing: Path, load_date: dt.date, keep_fraction: float) -> 
     pq.write_table(table.slice(0, max(1, int(table.num_rows * keep_fraction))), path)
 
 
-def test_volume_anomaly_stops_before_the_marts_and_a_normal_day_passes(fresh_project: Project) -> None:
+def test_volume_anomaly_stops_before_the_marts_and_a_normal_day_passes(
+    fresh_project: Project,
+) -> None:
     project = fresh_project
     code, stdout, _ = project.pipeline("run")
     assert code == 0, stdout
@@ -93,7 +67,9 @@ def test_volume_anomaly_stops_before_the_marts_and_a_normal_day_passes(fresh_pro
 
     load_date, _ = generator.append_day(project.settings.landing_root)
     original = project.root / "orders-original.parquet"
-    new_orders = project.settings.landing_root / "orders" / f"load_date={load_date}" / "part-0000.parquet"
+    new_orders = (
+        project.settings.landing_root / "orders" / f"load_date={load_date}" / "part-0000.parquet"
+    )
     shutil.copy(new_orders, original)
     _rewrite_orders(project.settings.landing_root, load_date, keep_fraction=0.05)
     code, _, stderr = project.pipeline("run")
@@ -106,19 +82,35 @@ def test_volume_anomaly_stops_before_the_marts_and_a_normal_day_passes(fresh_pro
     assert code == 0, stderr
     assert project.warehouse.checksums() != built
     logs = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    assert {"run_started", "freshness", "volume", "run_finished"} <= {entry.get("event") for entry in logs}
+    assert {"run_started", "freshness", "volume", "run_finished"} <= {
+        entry.get("event") for entry in logs
+    }
 
     runs = project.history.runs(10)
-    assert [(r.status, r.exit_code) for r in runs] == [("success", 0), ("volume", 4), ("success", 0)]
+    assert [(r.status, r.exit_code) for r in runs] == [
+        ("success", 0),
+        ("volume", 4),
+        ("success", 0),
+    ]
     nodes = project.history.nodes(runs[0].run_id)
     fct_orders = next(n for n in nodes if n.name == "fct_orders")
     assert fct_orders.status == "success" and fct_orders.layer == "marts"
-    assert fct_orders.row_count == project.warehouse.query("select count(*) from marts.fct_orders")[0][0]
+    assert (
+        fct_orders.row_count
+        == project.warehouse.query("select count(*) from marts.fct_orders")[0][0]
+    )
 
-    metrics = {family.name: family for family in text_string_to_metric_families(
-        project.settings.metrics_path.read_text())}
-    assert {"commerce_run_exit_code", "commerce_model_rows", "commerce_source_freshness_age_seconds",
-            "commerce_gate_passed", "commerce_last_success_timestamp_seconds"} <= set(metrics)
+    metrics = {
+        family.name: family
+        for family in text_string_to_metric_families(project.settings.metrics_path.read_text())
+    }
+    assert {
+        "commerce_run_exit_code",
+        "commerce_model_rows",
+        "commerce_source_freshness_age_seconds",
+        "commerce_gate_passed",
+        "commerce_last_success_timestamp_seconds",
+    } <= set(metrics)
     exit_codes = [sample.value for sample in metrics["commerce_run_exit_code"].samples]
     assert exit_codes == [0]
     model_rows = {s.labels["node"]: s.value for s in metrics["commerce_model_rows"].samples}
@@ -128,15 +120,19 @@ def test_volume_anomaly_stops_before_the_marts_and_a_normal_day_passes(fresh_pro
     last_run = [e for e in events if e["run"]["runId"] == runs[0].run_id]
     assert [e["eventType"] for e in last_run] == ["START", "COMPLETE"]
     assert any(o["name"].endswith("fct_daily_revenue") for o in last_run[1]["outputs"])
-    children = [e for e in events if e["run"].get("facets", {}).get("parent", {}).get("run", {}).get("runId")
-                == runs[0].run_id]
+    children = [
+        e
+        for e in events
+        if e["run"].get("facets", {}).get("parent", {}).get("run", {}).get("runId")
+        == runs[0].run_id
+    ]
     assert children and all(e["eventType"] == "COMPLETE" for e in children)
     failed_run = [e for e in events if e["run"]["runId"] == runs[1].run_id]
     assert [e["eventType"] for e in failed_run] == ["START", "FAIL"]
 
 
 def test_stale_source_exits_3_and_changes_nothing(tmp_path: Path) -> None:
-    project = _project(tmp_path, days=5, end_date=TODAY - dt.timedelta(days=4))
+    project = make_project(tmp_path, days=5, end_date=TODAY - dt.timedelta(days=4))
     project.warehouse.build()
     before = project.warehouse.checksums()
     code, _, stderr = project.pipeline("run")
@@ -154,11 +150,14 @@ def test_failing_test_exits_1_and_publishes_nothing(fresh_project: Project) -> N
     good = pq.read_table(folder / "part-0000.parquet")
     rows = good.slice(0, 1).to_pylist()
     rows[0].update(order_id=99_999_999, order_status="lost")
-    pq.write_table(good.schema.empty_table().from_pylist(rows, schema=good.schema), folder / "part-0001.parquet")
+    pq.write_table(
+        good.schema.empty_table().from_pylist(rows, schema=good.schema),
+        folder / "part-0001.parquet",
+    )
 
     code, _, stderr = project.pipeline("run")
     assert code == 1
-    assert "accepted_values_stg_landing__orders_order_status" in stderr and "(fail)" in stderr
+    assert "relationships_stg_landing__orders_order_status" in stderr and "(fail)" in stderr
     assert project.marts() == set(), "nothing downstream of a failed staging test is published"
     run = project.history.runs(1)[0]
     assert (run.status, run.exit_code, run.phase) == ("dbt_error", 1, "staging")
@@ -170,13 +169,17 @@ def test_retry_resumes_only_what_failed_or_was_skipped(fresh_project: Project) -
     project = fresh_project
     project.settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     project.warehouse.query("create schema if not exists marts")
-    project.warehouse.query("create table marts.fct_daily_revenue (revenue_date date, note varchar)")
+    project.warehouse.query(
+        "create table marts.fct_daily_revenue (revenue_date date, note varchar)"
+    )
     code, _, stderr = project.pipeline("run")
     assert code == 1 and "fct_daily_revenue" in stderr
     assert project.history.runs(1)[0].phase == "downstream"
     assert "fct_orders" in project.marts()
 
     project.warehouse.query("drop table marts.fct_daily_revenue")
+    # A person compiles one model by hand in between: its run_results.json is not the runner's.
+    assert project.warehouse.dbt("compile", "--select", "dim_customers").success
     code, _, stderr = project.pipeline("run", "--retry")
     assert code == 0, stderr
     retried = {node.name for node in project.history.nodes(project.history.runs(1)[0].run_id)}
@@ -185,12 +188,80 @@ def test_retry_resumes_only_what_failed_or_was_skipped(fresh_project: Project) -
     assert project.warehouse.query("select count(*) from marts.fct_daily_revenue")[0][0] > 0
 
 
+def test_retry_with_nothing_to_resume_says_so_and_exits_2(fresh_project: Project) -> None:
+    code, _, stderr = fresh_project.pipeline("run", "--retry")
+    assert code == 2 and "--retry has nothing to resume: no run yet" in stderr
+    assert fresh_project.pipeline("run")[0] == 0
+    code, _, stderr = fresh_project.pipeline("run", "--retry")
+    assert code == 2 and "ended success" in stderr
+
+
+@pytest.mark.parametrize(
+    "selector, named",
+    [
+        ("fct_order+", "--select fct_order+ does not match any enabled node"),
+        ("fct_orders; rm -rf x", "--select fct_orders; rm -rf x does not match any enabled node"),
+        ("state:modified+", "no comparison manifest"),
+    ],
+)
+def test_a_selection_dbt_cannot_use_or_that_matches_nothing_exits_2(
+    fresh_project: Project, selector: str, named: str
+) -> None:
+    """A typo in a scheduler's selector would otherwise succeed forever, building nothing."""
+    code, stdout, stderr = fresh_project.pipeline("run", "--select", selector)
+    assert code == 2, stderr
+    assert named in stderr
+    assert fresh_project.marts() == set()
+    run = fresh_project.history.runs(1)[0]
+    assert (run.status, run.exit_code, run.phase) == ("usage", 2, "select")
+    assert "Traceback" not in stderr + stdout
+
+
+def test_gates_never_pass_on_an_earlier_runs_artifacts(
+    fresh_project: Project, tmp_path: Path
+) -> None:
+    """With the landing zone moved away, nothing may pass on the last run's sources.json."""
+    project = fresh_project
+    assert project.pipeline("run")[0] == 0
+    project.settings.landing_root.rename(tmp_path / "landing.bak")
+    code, _, stderr = project.pipeline("run")
+    assert code == 2 and "landing_root" in stderr and "does not exist" in stderr
+    assert "freshness pass" not in stderr
+    failed = project.history.runs(1)[0]
+    with duckdb.connect(str(project.settings.history_path)) as con:
+        gates = con.execute(
+            "select count(*) from gate_checks where run_id = ?", [failed.run_id]
+        ).fetchone()
+    assert gates == (0,), "no gate verdict is recorded for a run whose gates could not run"
+
+
+def test_a_project_dbt_cannot_parse_is_a_usage_error(fresh_project: Project) -> None:
+    """A broken project yml is exit 2 with dbt's message, not a dbt error (exit 1)."""
+    broken = fresh_project.root / "project"
+    shutil.copytree(
+        PROJECT_DIR, broken, ignore=shutil.ignore_patterns(".venv*", "data", "target", ".git")
+    )
+    (broken / "models" / "marts" / "core" / "_core__models.yml").write_text(
+        "models:\n  - name: [unclosed\n"
+    )
+    config = yaml.safe_load(fresh_project.config.read_text())
+    fresh_project.config.write_text(yaml.safe_dump({**config, "project_dir": str(broken)}))
+    code, _, stderr = fresh_project.pipeline("run")
+    assert (
+        code == 2 and "dbt could not parse the project" in stderr and "_core__models.yml" in stderr
+    )
+
+
 def test_a_second_run_waits_for_no_one_and_exits_5(fresh_project: Project) -> None:
     project = fresh_project
     with RunLock(project.settings.lock_path, "holder-run"):
         process = subprocess.run(
             [sys.executable, "-m", "pipeline.cli", "run", "--config", str(project.config)],
-            capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "COLUMNS": "200"},
         )
     assert process.returncode == 5, process.stderr
     assert "holder-run" in process.stderr and f"pid {os.getpid()}" in process.stderr
@@ -200,8 +271,16 @@ def test_a_second_run_waits_for_no_one_and_exits_5(fresh_project: Project) -> No
 
 def test_a_stale_lock_from_a_killed_run_is_taken_over(fresh_project: Project) -> None:
     project = fresh_project
-    project.settings.lock_path.write_text(json.dumps({"run_id": "killed-run", "pid": 999_999, "host": "x",
-                                                      "since": "2026-01-01T00:00:00+00:00"}))
+    project.settings.lock_path.write_text(
+        json.dumps(
+            {
+                "run_id": "killed-run",
+                "pid": 999_999,
+                "host": "x",
+                "since": "2026-01-01T00:00:00+00:00",
+            }
+        )
+    )
     code, _, stderr = project.pipeline("gates")
     assert code == 0, stderr
     assert "stale lock" in stderr and "killed-run" in stderr
@@ -221,16 +300,36 @@ def test_backfill_reprocesses_a_window_and_twice_changes_nothing(fresh_project: 
     assert checked.arguments == f"run --start-date {start} --end-date {end}"
 
 
-@pytest.mark.parametrize("args, config_text, expected", [
-    (["run"], "warehouse_pth: x.duckdb\n", "warehouse_pth"),
-    (["run"], "threads: 0\n", "threads=0"),
-    (["run", "--start-date", "2026-02-30", "--end-date", "2026-03-01"], "", "2026-02-30"),
-    (["run", "--start-date", "2026-03-02", "--end-date", "2026-03-01"], "", "is after"),
-])
-def test_usage_errors_exit_2_and_name_the_problem(tmp_path: Path, args: list[str], config_text: str,
-                                                  expected: str) -> None:
+@pytest.mark.parametrize(
+    "args, config_text, expected",
+    [
+        (["run"], "warehouse_pth: x.duckdb\n", "warehouse_pth"),
+        (["run"], "threads: 0\n", "threads=0"),
+        (["run", "--start-date", "2026-02-30", "--end-date", "2026-03-01"], "", "2026-02-30"),
+        (["run", "--start-date", "2026-03-02", "--end-date", "2026-03-01"], "", "is after"),
+    ],
+)
+def test_usage_errors_exit_2_and_name_the_problem(
+    tmp_path: Path, args: list[str], config_text: str, expected: str
+) -> None:
     config = tmp_path / "pipeline.yml"
     config.write_text(config_text)
     result = CliRunner().invoke(app, [*args, "--config", str(config)])
     assert result.exit_code == 2
     assert expected in result.stderr
+
+
+def test_a_lineage_endpoint_that_is_down_never_stops_the_warehouse(
+    fresh_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lineage and metrics are reports about a run: when one fails, the run goes on and says so."""
+    monkeypatch.setenv("PIPELINE_LINEAGE_URL", "http://alice:s3cret@127.0.0.1:9/api/v1/lineage")
+    code, _, stderr = fresh_project.pipeline("run")
+    assert code == 0, stderr
+    assert "lineage could not be written, the run goes on" in stderr
+    assert "s3cret" not in stderr
+    assert "Traceback" not in stderr
+    assert "fct_orders" in fresh_project.marts()
+    run = fresh_project.history.runs(1)[0]
+    assert (run.status, run.exit_code) == ("success", 0)
+    assert fresh_project.settings.metrics_path.exists()

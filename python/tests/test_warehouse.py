@@ -1,4 +1,7 @@
-"""The warehouse on DuckDB: every mart against an independent oracle, plus DESIGN.md's invariants."""
+"""The warehouse on DuckDB: every mart against an independent oracle, plus the invariants.
+
+The invariants are docs/design.md's: idempotent, incremental equals full refresh.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import generator
-
 import oracle
 from conftest import MARTS, Warehouse, make_landing, make_settings
+from pipeline import generator
 
 
 @pytest.fixture(scope="module")
@@ -26,38 +28,57 @@ def test_build_runs_every_model_test_and_unit_test(built_warehouse: Warehouse) -
     assert all(node.status in {"success", "pass"} for node in outcome.results)
 
 
-def test_staging_keeps_one_latest_version_per_order(built_warehouse: Warehouse, expected: oracle.Oracle) -> None:
-    by_status = dict(built_warehouse.query("select order_status, count(*) from staging.stg_landing__orders group by 1"))
+def test_staging_keeps_one_latest_version_per_order(
+    built_warehouse: Warehouse, expected: oracle.Oracle
+) -> None:
+    by_status = dict(
+        built_warehouse.query(
+            "select order_status, count(*) from staging.stg_landing__orders group by 1"
+        )
+    )
     oracle_by_status: dict[str, int] = {}
     for status in expected.order_status.values():
         oracle_by_status[status] = oracle_by_status.get(status, 0) + 1
     assert by_status == oracle_by_status
 
 
-def test_fct_orders_totals_and_payments_match_the_oracle(built_warehouse: Warehouse, expected: oracle.Oracle) -> None:
-    rows = built_warehouse.query("select order_id, order_total_usd, paid_usd, is_fully_paid from marts.fct_orders")
+def test_fct_orders_totals_and_payments_match_the_oracle(
+    built_warehouse: Warehouse, expected: oracle.Oracle
+) -> None:
+    rows = built_warehouse.query(
+        "select order_id, order_total_usd, paid_usd, is_fully_paid from marts.fct_orders"
+    )
     assert {r[0]: r[1] for r in rows} == expected.order_total_usd
     assert {r[0]: r[2] for r in rows} == expected.paid_usd
     assert all(r[3] == (r[1] > 0 and r[2] >= r[1]) for r in rows)
     assert any(r[3] for r in rows) and not all(r[3] for r in rows)
 
 
-def test_fct_daily_revenue_matches_the_oracle(built_warehouse: Warehouse, expected: oracle.Oracle) -> None:
-    rows = built_warehouse.query("select revenue_date, orders, revenue_usd, customers from marts.fct_daily_revenue")
+def test_fct_daily_revenue_matches_the_oracle(
+    built_warehouse: Warehouse, expected: oracle.Oracle
+) -> None:
+    rows = built_warehouse.query(
+        "select revenue_date, orders, revenue_usd, customers from marts.fct_daily_revenue"
+    )
     assert {r[0]: (r[1], r[2], r[3]) for r in rows} == expected.daily_revenue
     assert sum(r[2] for r in rows) > Decimal("1000")
 
 
-def test_dim_customers_lifetime_figures_match_the_oracle(built_warehouse: Warehouse, expected: oracle.Oracle) -> None:
+def test_dim_customers_lifetime_figures_match_the_oracle(
+    built_warehouse: Warehouse, expected: oracle.Oracle
+) -> None:
     rows = built_warehouse.query(
-        "select customer_id, first_order_date, lifetime_orders, lifetime_revenue_usd from marts.dim_customers"
+        "select customer_id, first_order_date, lifetime_orders, lifetime_revenue_usd from "
+        "marts.dim_customers"
     )
     assert {r[0]: (r[1], r[2], r[3]) for r in rows} == expected.customers
     assert any(r[2] == 0 for r in rows), "customers without revenue orders are kept with 0"
 
 
 def test_fct_sessions_match_the_oracle(built_warehouse: Warehouse, expected: oracle.Oracle) -> None:
-    rows = built_warehouse.query("select session_id, event_count, has_purchase, session_date from marts.fct_sessions")
+    rows = built_warehouse.query(
+        "select session_id, event_count, has_purchase, session_date from marts.fct_sessions"
+    )
     assert {r[0]: (r[1], r[2], r[3]) for r in rows} == expected.sessions
 
 
@@ -74,7 +95,9 @@ def test_incremental_loads_equal_a_full_refresh(tmp_path: Path) -> None:
     landing = make_landing(tmp_path / "landing", days=16, end_date=dt.date(2026, 3, 20))
     daily = Warehouse(make_settings(tmp_path / "daily", landing))
     daily.build()
-    emails_before = dict(daily.query("select customer_id, email from staging.stg_landing__customers"))
+    emails_before = dict(
+        daily.query("select customer_id, email from staging.stg_landing__customers")
+    )
     for _ in range(3):
         generator.append_day(landing)
         daily.build()
@@ -96,12 +119,18 @@ def test_incremental_loads_equal_a_full_refresh(tmp_path: Path) -> None:
     daily.build()
     assert daily.checksums() == full.checksums(), "a rebuild with nothing new moved a mart"
 
-    changed = [cid for cid, email in daily.query("select customer_id, email from staging.stg_landing__customers")
-               if cid in emails_before and emails_before[cid] != email]
+    changed = [
+        cid
+        for cid, email in daily.query(
+            "select customer_id, email from staging.stg_landing__customers"
+        )
+        if cid in emails_before and emails_before[cid] != email
+    ]
     assert changed, "some customer changed email in the appended loads"
     versions = daily.query(
         "select email, dbt_valid_from, dbt_valid_to from snapshots.snap_customers "
-        "where customer_id = ? order by dbt_valid_from", [changed[0]]
+        "where customer_id = ? order by dbt_valid_from",
+        [changed[0]],
     )
     assert len(versions) == 2
     assert versions[0][0] == emails_before[changed[0]] and versions[0][2] == versions[1][1]
@@ -109,6 +138,10 @@ def test_incremental_loads_equal_a_full_refresh(tmp_path: Path) -> None:
 
 
 def test_every_mart_is_built(built_warehouse: Warehouse) -> None:
-    tables = {name for (name,) in built_warehouse.query(
-        "select table_name from information_schema.tables where table_schema = 'marts'")}
+    tables = {
+        name
+        for (name,) in built_warehouse.query(
+            "select table_name from information_schema.tables where table_schema = 'marts'"
+        )
+    }
     assert set(MARTS) <= tables

@@ -4,8 +4,8 @@ Every timed step runs in its own process so its wall time and peak RSS (from wai
 own. Each figure is the median of `--runs` runs (default 3), with min and max beside it.
 Results go to bench/results.json and a table in bench/README.md.
 
-    python -m pipeline.bench [--scales 0.1,1,3] [--days 5] [--incremental-scale 0.5] ...
-    python -m pipeline.bench floor MANIFEST DB_PATH LANDING   # internal: the no-dbt floor
+    PYTHONPATH=python python -m bench [--scales 0.1,1,3] [--days 5] [--incremental-scale 0.5] ...
+    PYTHONPATH=python python -m bench floor MANIFEST DB_PATH   # internal: the no-dbt floor
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import duckdb
 import yaml
@@ -58,9 +60,14 @@ sys.exit(os.waitstatus_to_exitcode(status))
 def run_measured(command: list[str], log: Path, env: dict[str, str] | None = None) -> Sample:
     """Run a command to completion; its own wall time and peak resident memory."""
     report = log.with_suffix(".measure.json")
-    with open(log, "ab") as sink:
-        code = subprocess.call([sys.executable, "-c", _LAUNCHER, str(report), *command], stdout=sink,
-                               stderr=sink, cwd=PROJECT_DIR, env={**os.environ, **(env or {})})
+    with log.open("ab") as sink:
+        code = subprocess.call(
+            [sys.executable, "-c", _LAUNCHER, str(report), *command],
+            stdout=sink,
+            stderr=sink,
+            cwd=PROJECT_DIR,
+            env={**os.environ, **(env or {})},
+        )
     if code != 0:
         raise RuntimeError(f"{' '.join(command)} exited {code}; see {log}")
     measured = json.loads(report.read_text())
@@ -69,9 +76,13 @@ def run_measured(command: list[str], log: Path, env: dict[str, str] | None = Non
 
 def summarize(samples: list[Sample]) -> dict[str, Any]:
     seconds = [s.seconds for s in samples]
-    return {"median_s": round(statistics.median(seconds), 3), "min_s": round(min(seconds), 3),
-            "max_s": round(max(seconds), 3), "runs_s": [round(s, 3) for s in seconds],
-            "peak_rss_mb": round(max(s.peak_rss_mb for s in samples), 1)}
+    return {
+        "median_s": round(statistics.median(seconds), 3),
+        "min_s": round(min(seconds), 3),
+        "max_s": round(max(seconds), 3),
+        "runs_s": [round(s, 3) for s in seconds],
+        "peak_rss_mb": round(max(s.peak_rss_mb for s in samples), 1),
+    }
 
 
 class Workspace:
@@ -83,22 +94,36 @@ class Workspace:
         self.config = root / "pipeline.yml"
         self.log = root / "commands.log"
         root.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(yaml.safe_dump({
-            "target": target, "landing_root": str(self.landing),
-            "warehouse_path": str(root / "state" / "warehouse.duckdb"),
-            "history_path": str(root / "state" / "history.duckdb"),
-            "lock_path": str(root / "state" / "pipeline.lock"), "target_path": str(root / "state" / "target"),
-            "metrics_path": str(root / "state" / "commerce.prom"),
-            "lineage_path": str(root / "state" / "lineage.jsonl"), "spark_dir": str(root / "state" / "spark"),
-        }))
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "target": target,
+                    "landing_root": str(self.landing),
+                    "warehouse_path": str(root / "state" / "warehouse.duckdb"),
+                    "history_path": str(root / "state" / "history.duckdb"),
+                    "lock_path": str(root / "state" / "pipeline.lock"),
+                    "target_path": str(root / "state" / "target"),
+                    "metrics_path": str(root / "state" / "commerce.prom"),
+                    "lineage_path": str(root / "state" / "lineage.jsonl"),
+                    "spark_dir": str(root / "state" / "spark"),
+                }
+            )
+        )
 
     def pipeline(self, *args: str) -> Sample:
-        return run_measured([sys.executable, "-m", "pipeline.cli", "run", *args, "--config", str(self.config)],
-                            self.log)
+        return run_measured(
+            [sys.executable, "-m", "pipeline.cli", "run", *args, "--config", str(self.config)],
+            self.log,
+        )
 
-    def dbt(self, *args: str, target_path: Path | None = None) -> Sample:
-        env = {"DBT_PROFILES_DIR": str(PROJECT_DIR / "profiles"), "COMMERCE_LANDING_ROOT": str(self.landing),
-               "COMMERCE_DUCKDB_PATH": str(self.root / "state" / "warehouse.duckdb")}
+    def dbt(
+        self, *args: str, target_path: Path | None = None, database: Path | None = None
+    ) -> Sample:
+        env = {
+            "DBT_PROFILES_DIR": str(PROJECT_DIR / "profiles"),
+            "COMMERCE_LANDING_ROOT": str(self.landing),
+            "COMMERCE_DUCKDB_PATH": str(database or self.root / "state" / "warehouse.duckdb"),
+        }
         dbt = str(Path(sys.executable).with_name("dbt"))
         target = target_path or self.root / "state" / "target"
         return run_measured([dbt, *args, "--quiet", "--target-path", str(target)], self.log, env)
@@ -122,14 +147,18 @@ class Workspace:
 
 def generate(landing: Path, scale: float, days: int, end_date: dt.date) -> int:
     shutil.rmtree(landing, ignore_errors=True)
-    return sum(generator.generate(landing, seed=42, scale=scale, days=days, end_date=end_date).values())
+    return sum(
+        generator.generate(landing, seed=42, scale=scale, days=days, end_date=end_date).values()
+    )
 
 
 def yesterday() -> dt.date:
-    return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 
 
-def repeat(runs: int, step: Callable[[], Sample], before: Callable[[], None] | None = None) -> list[Sample]:
+def repeat(
+    runs: int, step: Callable[[], Sample], before: Callable[[], None] | None = None
+) -> list[Sample]:
     samples = []
     for _ in range(runs):
         if before:
@@ -142,21 +171,22 @@ def repeat(runs: int, step: Callable[[], Sample], before: Callable[[], None] | N
 # The floor: the marts built from dbt's compiled SQL straight in DuckDB, no dbt at all.
 
 
-def build_floor(manifest_path: Path, db_path: Path, landing: Path) -> None:
+def build_floor(manifest_path: Path, db_path: Path) -> None:
     """Replay the compiled models of a full-refresh build in dependency order.
 
     Seeds are loaded from their CSV files and the snapshot is its first run (every customer's
-    current version), so the floor does the same transformation work as dbt, minus dbt.
+    current version), so the floor does the same transformation work as dbt, minus dbt. The
+    landing views already exist in `db_path`: the project's own macro made them.
     """
     manifest = json.loads(manifest_path.read_text())
-    nodes = {uid: n for uid, n in manifest["nodes"].items() if n["resource_type"] in {"model", "seed", "snapshot"}}
+    nodes = {
+        uid: n
+        for uid, n in manifest["nodes"].items()
+        if n["resource_type"] in {"model", "seed", "snapshot"}
+    }
     con = duckdb.connect(str(db_path))
-    for schema in {n["schema"] for n in nodes.values()} | {"landing"}:
+    for schema in {n["schema"] for n in nodes.values()}:
         con.execute(f"create schema if not exists {schema}")
-    for source in manifest["sources"].values():
-        con.execute(f"create or replace view {source['relation_name']} as select * from read_parquet("
-                    f"'{landing}/{source['identifier']}/*/*.parquet', hive_partitioning = true, "
-                    f"hive_types = {{'load_date': date}}, union_by_name = true)")
     done: set[str] = set()
 
     def build(uid: str) -> None:
@@ -170,14 +200,24 @@ def build_floor(manifest_path: Path, db_path: Path, landing: Path) -> None:
             types = node["config"].get("column_types") or {}
             columns = ", ".join(f"'{c}': '{t}'" for c, t in types.items())
             path = PROJECT_DIR / node["original_file_path"]
-            con.execute(f"create or replace table {relation} as select * from read_csv('{path}', header = true"
-                        + (f", columns = {{{columns}}}" if columns and len(types) == len(node["columns"]) else "")
-                        + ")")
+            con.execute(
+                f"create or replace table {relation} as select * from read_csv('{path}', header "
+                "= true"
+                + (
+                    f", columns = {{{columns}}}"
+                    if columns and len(types) == len(node["columns"])
+                    else ""
+                )
+                + ")"
+            )
         elif node["resource_type"] == "snapshot":
             parent = nodes[node["depends_on"]["nodes"][0]]["relation_name"]
-            con.execute(f"create or replace table {relation} as select *, md5(cast(customer_id as varchar)) as "
-                        f"dbt_scd_id, updated_at as dbt_updated_at, updated_at as dbt_valid_from, "
-                        f"cast(null as timestamp) as dbt_valid_to from {parent}")
+            con.execute(
+                f"create or replace table {relation} as select *, md5(cast(customer_id as "
+                "varchar)) as "
+                f"dbt_scd_id, updated_at as dbt_updated_at, updated_at as dbt_valid_from, "
+                f"cast(null as timestamp) as dbt_valid_to from {parent}"
+            )
         else:
             kind = "view" if node["config"]["materialized"] == "view" else "table"
             con.execute(f"create or replace {kind} {relation} as {node['compiled_code']}")
@@ -200,9 +240,15 @@ def bench_generator(work: Path, runs: int, days: int) -> dict[str, Any]:
         seconds.append(time.perf_counter() - started)
         shutil.rmtree(work / f"gen{run}")
     median = statistics.median(seconds)
-    return {"scale": 1, "days": days, "rows": rows, "rows_per_s": round(rows / median),
-            "min_rows_per_s": round(rows / max(seconds)), "max_rows_per_s": round(rows / min(seconds)),
-            "runs_s": [round(s, 3) for s in seconds]}
+    return {
+        "scale": 1,
+        "days": days,
+        "rows": rows,
+        "rows_per_s": round(rows / median),
+        "min_rows_per_s": round(rows / max(seconds)),
+        "max_rows_per_s": round(rows / min(seconds)),
+        "runs_s": [round(s, 3) for s in seconds],
+    }
 
 
 def bench_full_builds(work: Path, scales: list[float], days: int, runs: int) -> dict[str, Any]:
@@ -210,39 +256,64 @@ def bench_full_builds(work: Path, scales: list[float], days: int, runs: int) -> 
     for scale in scales:
         space = Workspace(work / f"full-{scale:g}")
         rows = generate(space.landing, scale, days, yesterday())
-        pipeline = repeat(runs, lambda: space.pipeline("--full-refresh"), space.reset_state)
+        pipeline = repeat(runs, partial(space.pipeline, "--full-refresh"), space.reset_state)
         # Every model's full-refresh SQL (the runner's last phase compiled only its own nodes).
         space.dbt("compile", "--full-refresh", target_path=space.root / "compiled")
         manifest = space.root / "compiled" / "manifest.json"
         floor_db = space.root / "floor" / "warehouse.duckdb"
 
-        def floor() -> Sample:
+        def floor(
+            space: Workspace = space, manifest: Path = manifest, floor_db: Path = floor_db
+        ) -> Sample:
             shutil.rmtree(floor_db.parent, ignore_errors=True)
             floor_db.parent.mkdir(parents=True)
-            return run_measured([sys.executable, "-m", "pipeline.bench", "floor", str(manifest),
-                                 str(floor_db), str(space.landing)], space.log)
+            # The landing views come from the project's own macro, untimed like dbt's hooks.
+            space.dbt(
+                "run-operation",
+                "register_landing_sources",
+                target_path=space.root / "floor-target",
+                database=floor_db,
+            )
+            return run_measured(
+                [sys.executable, "-m", "bench", "floor", str(manifest), str(floor_db)],
+                space.log,
+                {"PYTHONPATH": str(PROJECT_DIR / "python")},
+            )
 
         floor_samples = repeat(runs, floor)
         _check_floor_matches(space.root / "state" / "warehouse.duckdb", floor_db)
-        out[f"{scale:g}"] = {"landing_rows": rows, "days": days, "pipeline_full_refresh": summarize(pipeline),
-                             "floor": summarize(floor_samples),
-                             "ratio": round(statistics.median(s.seconds for s in pipeline)
-                                            / statistics.median(s.seconds for s in floor_samples), 2)}
+        out[f"{scale:g}"] = {
+            "landing_rows": rows,
+            "days": days,
+            "pipeline_full_refresh": summarize(pipeline),
+            "floor": summarize(floor_samples),
+            "ratio": round(
+                statistics.median(s.seconds for s in pipeline)
+                / statistics.median(s.seconds for s in floor_samples),
+                2,
+            ),
+        }
         shutil.rmtree(space.root)
     return out
 
 
 def _check_floor_matches(dbt_db: Path, floor_db: Path) -> None:
     """The floor must build the same marts, or the ratio compares different work."""
-    with duckdb.connect(str(dbt_db), read_only=True) as dbt_con, duckdb.connect(str(floor_db), read_only=True) as floor_con:
-        for (mart,) in dbt_con.execute("select table_name from information_schema.tables "
-                                       "where table_schema = 'marts'").fetchall():
+    with (
+        duckdb.connect(str(dbt_db), read_only=True) as dbt_con,
+        duckdb.connect(str(floor_db), read_only=True) as floor_con,
+    ):
+        for (mart,) in dbt_con.execute(
+            "select table_name from information_schema.tables where table_schema = 'marts'"
+        ).fetchall():
             query = f"select count(*), sum(hash(t)) from marts.{mart} as t"
             if dbt_con.execute(query).fetchone() != floor_con.execute(query).fetchone():
                 raise RuntimeError(f"floor and dbt disagree on marts.{mart}")
 
 
-def bench_incremental(work: Path, scale: float, base_days: int, multiples: list[int], runs: int) -> dict[str, Any]:
+def bench_incremental(
+    work: Path, scale: float, base_days: int, multiples: list[int], runs: int
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for multiple in multiples:
         days = base_days * multiple
@@ -251,15 +322,20 @@ def bench_incremental(work: Path, scale: float, base_days: int, multiples: list[
         space.pipeline()  # the warehouse as it stands before today's load
         space.save("before")
 
-        def prepare() -> None:
+        def prepare(space: Workspace = space) -> None:
             space.restore("before")
             generator.append_day(space.landing)
 
         incremental = repeat(runs, space.pipeline, prepare)
         phases = space.last_run_phases()
-        full = repeat(runs, lambda: space.pipeline("--full-refresh"), prepare)
-        out[f"{multiple}x"] = {"history_days": days, "scale": scale, "incremental": summarize(incremental),
-                               "full_refresh": summarize(full), "incremental_phases_s": phases}
+        full = repeat(runs, partial(space.pipeline, "--full-refresh"), prepare)
+        out[f"{multiple}x"] = {
+            "history_days": days,
+            "scale": scale,
+            "incremental": summarize(incremental),
+            "full_refresh": summarize(full),
+            "incremental_phases_s": phases,
+        }
         if multiple == multiples[0]:
             out["_overhead_state"] = space  # reused by the runner-overhead section
         else:
@@ -272,18 +348,32 @@ def bench_overhead(space: Workspace, runs: int) -> dict[str, Any]:
     pipeline = repeat(runs, space.pipeline)
     phases = space.last_run_phases()
     bare = repeat(runs, lambda: space.dbt("build"))
-    ratio = statistics.median(s.seconds for s in pipeline) / statistics.median(s.seconds for s in bare)
+    ratio = statistics.median(s.seconds for s in pipeline) / statistics.median(
+        s.seconds for s in bare
+    )
     gate_seconds = phases.get("freshness", 0) + phases.get("volume", 0)
-    return {"pipeline_run": summarize(pipeline), "dbt_build": summarize(bare), "ratio": round(ratio, 3),
-            "phases_s": phases, "gates_s": round(gate_seconds, 3),
-            "history_and_observability_s": round(phases.get("report", 0) + phases.get("row_counts", 0), 3)}
+    return {
+        "pipeline_run": summarize(pipeline),
+        "dbt_build": summarize(bare),
+        "ratio": round(ratio, 3),
+        "phases_s": phases,
+        "gates_s": round(gate_seconds, 3),
+        "history_and_observability_s": round(
+            phases.get("report", 0) + phases.get("row_counts", 0), 3
+        ),
+    }
 
 
 def bench_spark(work: Path, scale: float, days: int, runs: int) -> dict[str, Any]:
     space = Workspace(work / "spark", target="spark_local")
     rows = generate(space.landing, scale, days, yesterday())
     samples = repeat(runs, lambda: space.pipeline("--full-refresh"), space.reset_state)
-    return {"scale": scale, "days": days, "landing_rows": rows, "pipeline_full_refresh": summarize(samples)}
+    return {
+        "scale": scale,
+        "days": days,
+        "landing_rows": rows,
+        "pipeline_full_refresh": summarize(samples),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -291,11 +381,25 @@ def bench_spark(work: Path, scale: float, days: int, runs: int) -> dict[str, Any
 
 
 def machine() -> dict[str, Any]:
-    memory_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal")), 0)
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "memory_gib": round(memory_kb / 1024 ** 2, 1), "platform": platform.platform(),
-            "versions": {pkg: version(pkg) for pkg in ("dbt-core", "dbt-duckdb", "duckdb", "dbt-spark", "pyspark")}}
+    memory_kb = next(
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(memory_kb / 1024**2, 1),
+        "platform": platform.platform(),
+        "versions": {
+            pkg: version(pkg)
+            for pkg in ("dbt-core", "dbt-duckdb", "duckdb", "dbt-spark", "pyspark")
+        },
+    }
 
 
 def write_report(results: dict[str, Any]) -> None:
@@ -303,51 +407,74 @@ def write_report(results: dict[str, Any]) -> None:
     (BENCH_DIR / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     m = results["machine"]
     lines = [
-        "# Benchmarks", "",
+        "# Benchmarks",
+        "",
         f"Measured {m['date']} on {m['cpus']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
-        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
-        f"Each figure is the median of {results['settings']['runs']} runs (min–max). Raw timings: results.json. "
-        "Regenerate with `make bench`.", "",
-        "| measure | value | goal |", "| --- | --- | --- |",
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + ".",
+        f"Each figure is the median of {results['settings']['runs']} runs (min–max). Raw "
+        "timings: results.json. "
+        "Regenerate with `make bench`.",
+        "",
+        "| measure | value | goal |",
+        "| --- | --- | --- |",
         f"| generator, scale 1 | {results['generator_rows_per_s']:,} rows/s | ≥ 2,000,000 |",
     ]
     for scale, ratio in results["dbt_over_floor"].items():
         detail = results["full_build"][scale]
-        lines.append(f"| full build scale {scale}: pipeline run --full-refresh / no-dbt floor | {ratio} "
-                     f"({detail['pipeline_full_refresh']['median_s']} s / {detail['floor']['median_s']} s, "
-                     f"peak {detail['pipeline_full_refresh']['peak_rss_mb']} MB) | ≤ 1.5 at scale 1 |")
+        lines.append(
+            f"| full build scale {scale}: pipeline run --full-refresh / no-dbt floor | {ratio} "
+            f"({detail['pipeline_full_refresh']['median_s']} s / {detail['floor']['median_s']} s, "
+            f"peak {detail['pipeline_full_refresh']['peak_rss_mb']} MB) | ≤ 1.5 at scale 1 |"
+        )
     inc = results["incremental"]
-    lines.append(f"| one more daily load, 10x history / 1x | {results['incremental_10x_over_1x']} | ≤ 1.2 |")
+    lines.append(
+        f"| one more daily load, 10x history / 1x | {results['incremental_10x_over_1x']} | ≤ 1.2 |"
+    )
     for key in ("1x", "3x", "10x"):
         if key in inc:
-            lines.append(f"| ... {key} ({inc[key]['history_days']} days): incremental vs full refresh | "
-                         f"{inc[key]['incremental']['median_s']} s vs {inc[key]['full_refresh']['median_s']} s | |")
+            lines.append(
+                f"| ... {key} ({inc[key]['history_days']} days): incremental vs full refresh | "
+                f"{inc[key]['incremental']['median_s']} s vs "
+                f"{inc[key]['full_refresh']['median_s']} s | |"
+            )
     over = results["runner_overhead"]
-    lines.append(f"| runner overhead: pipeline run / bare dbt build | {results['runner_overhead_ratio']} "
-                 f"({over['pipeline_run']['median_s']} s / {over['dbt_build']['median_s']} s; gates "
-                 f"{over['gates_s']} s, history+observability {over['history_and_observability_s']} s) | ≤ 1.05 |")
+    lines.append(
+        f"| runner overhead: pipeline run / bare dbt build | {results['runner_overhead_ratio']} "
+        f"({over['pipeline_run']['median_s']} s / {over['dbt_build']['median_s']} s; gates "
+        f"{over['gates_s']} s, history+observability {over['history_and_observability_s']} s) | "
+        "≤ 1.05 |"
+    )
     if "spark" in results:
         spark = results["spark"]
-        lines.append(f"| Spark (spark_local) full build, scale {spark['scale']} ({spark['days']} days) | "
-                     f"{spark['pipeline_full_refresh']['median_s']} s, peak {spark['pipeline_full_refresh']['peak_rss_mb']} MB "
-                     "(wall time includes JVM start; RSS is the Python process) | information |")
+        lines.append(
+            f"| Spark (spark_local) full build, scale {spark['scale']} ({spark['days']} days) | "
+            f"{spark['pipeline_full_refresh']['median_s']} s, peak "
+            f"{spark['pipeline_full_refresh']['peak_rss_mb']} MB "
+            "(wall time includes JVM start; RSS is the Python process) | information |"
+        )
     notes = results.get("notes")
-    (BENCH_DIR / "README.md").write_text("\n".join(lines) + "\n" + (f"\n{notes}\n" if notes else ""))
+    (BENCH_DIR / "README.md").write_text(
+        "\n".join(lines) + "\n" + (f"\n{notes}\n" if notes else "")
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "floor":
-        build_floor(Path(argv[1]), Path(argv[2]), Path(argv[3]))
+        build_floor(Path(argv[1]), Path(argv[2]))
         return
-    parser = argparse.ArgumentParser(prog="make bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="make bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scales", default="0.1,1,3", help="full-build scale factors")
     parser.add_argument("--days", type=int, default=5, help="days of history for full builds")
     parser.add_argument("--generator-days", type=int, default=10)
     parser.add_argument("--incremental-scale", type=float, default=0.5)
-    parser.add_argument("--incremental-days", type=int, default=3, help="history 1x; 3x and 10x follow")
+    parser.add_argument(
+        "--incremental-days", type=int, default=3, help="history 1x; 3x and 10x follow"
+    )
     parser.add_argument("--spark-scale", type=float, default=0.1)
     parser.add_argument("--spark-days", type=int, default=3)
     parser.add_argument("--skip-spark", action="store_true")
@@ -361,14 +488,23 @@ def main(argv: list[str] | None = None) -> None:
         results["generator"] = bench_generator(work, args.runs, args.generator_days)
         results["generator_rows_per_s"] = results["generator"]["rows_per_s"]
         print("full builds ...", flush=True)
-        results["full_build"] = bench_full_builds(work, [float(s) for s in args.scales.split(",")], args.days, args.runs)
-        results["dbt_over_floor"] = {scale: r["ratio"] for scale, r in results["full_build"].items()}
+        results["full_build"] = bench_full_builds(
+            work, [float(s) for s in args.scales.split(",")], args.days, args.runs
+        )
+        results["dbt_over_floor"] = {
+            scale: r["ratio"] for scale, r in results["full_build"].items()
+        }
         print("incremental vs history ...", flush=True)
-        incremental = bench_incremental(work, args.incremental_scale, args.incremental_days, [1, 3, 10], args.runs)
+        incremental = bench_incremental(
+            work, args.incremental_scale, args.incremental_days, [1, 3, 10], args.runs
+        )
         overhead_space = incremental.pop("_overhead_state")
         results["incremental"] = incremental
         results["incremental_10x_over_1x"] = round(
-            incremental["10x"]["incremental"]["median_s"] / incremental["1x"]["incremental"]["median_s"], 3)
+            incremental["10x"]["incremental"]["median_s"]
+            / incremental["1x"]["incremental"]["median_s"],
+            3,
+        )
         print("runner overhead ...", flush=True)
         results["runner_overhead"] = bench_overhead(overhead_space, args.runs)
         results["runner_overhead_ratio"] = results["runner_overhead"]["ratio"]

@@ -1,0 +1,29 @@
+"""The exit codes a scheduler acts on (README, docs/design.md) and the exception that ends a run.
+
+One home for both, so the CLI and the runner cannot disagree on a number.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """docs/design.md's contract with schedulers."""
+
+    SUCCESS = 0
+    DBT_ERROR = 1
+    USAGE = 2
+    STALE = 3
+    VOLUME = 4  # a gate judged the landing data bad: contract, future timestamps, volume
+    LOCKED = 5
+
+
+class StopRun(Exception):
+    """Ends the run early with an exit code and a message for stderr and the history."""
+
+    def __init__(self, code: ExitCode, phase: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.phase = phase
+        self.message = message
