@@ -15,7 +15,7 @@ from rich.table import Table
 from pipeline import generator
 from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.exits import ExitCode
-from pipeline.history import History
+from pipeline.history import History, HistoryError
 from pipeline.observability import configure_logging
 from pipeline.runner import Runner, RunOptions
 
@@ -150,9 +150,25 @@ def run(
     """
     settings = _settings(config, target=target, log_format=log_format)
     options = _run_options(select, full_refresh, start_date, end_date, retry, build=True)
-    raise typer.Exit(
-        Runner(settings, options, configure_logging(settings.log_format), out).execute()
-    )
+    raise typer.Exit(_execute(settings, options))
+
+
+def _execute(settings: Settings, options: RunOptions) -> int:
+    """One run through the runner; a history it cannot open is named in one line (exit 2)."""
+    try:
+        runner = Runner(settings, options, configure_logging(settings.log_format), out)
+    except HistoryError as error:
+        err.print(f"[red]history error:[/red] {error}", highlight=False)
+        return ExitCode.USAGE
+    return runner.execute()
+
+
+def _history(settings: Settings) -> History:
+    try:
+        return History(settings.resolve(settings.history_path))
+    except HistoryError as error:
+        err.print(f"[red]history error:[/red] {error}", highlight=False)
+        raise typer.Exit(ExitCode.USAGE) from None
 
 
 @app.command()
@@ -164,18 +180,28 @@ def gates(
     """Run the freshness and volume gates on what has landed, without building anything."""
     settings = _settings(config, target=target, log_format=log_format)
     options = _run_options(None, False, None, None, False, build=False)
-    raise typer.Exit(
-        Runner(settings, options, configure_logging(settings.log_format), out).execute()
-    )
+    raise typer.Exit(_execute(settings, options))
 
 
 @app.command()
 def history(
     last: Annotated[int, typer.Option("--last", min=1, help="How many runs.")] = 10,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Rebuild a damaged history file from its journal.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Show past runs, newest first."""
+    """Show past runs, newest first (or rebuild the history from its journal)."""
     settings = _settings(config)
+    if rebuild:
+        path = settings.resolve(settings.history_path)
+        try:
+            replayed = History.rebuild(path)
+        except FileNotFoundError as error:
+            err.print(f"[red]history error:[/red] {error}", highlight=False)
+            raise typer.Exit(ExitCode.USAGE) from None
+        out.print(f"rebuilt {path} from {replayed:,} journal entries")
+        return
     table = Table(title=f"last {last} runs ({settings.resolve(settings.history_path)})")
     for column in (
         "started (UTC)",
@@ -189,7 +215,7 @@ def history(
         "message",
     ):
         table.add_column(column, overflow="fold")
-    for record in History(settings.resolve(settings.history_path)).runs(last):
+    for record in _history(settings).runs(last):
         seconds = (
             ""
             if record.ended_at is None
@@ -231,9 +257,7 @@ def accept(
         raise typer.Exit(ExitCode.USAGE)
     subject = entity if entity.startswith("stg_") else f"stg_landing__{entity}"
     who = by or getpass.getuser()
-    History(settings.resolve(settings.history_path)).accept(
-        subject, load_date.date(), reason.strip(), who
-    )
+    _history(settings).accept(subject, load_date.date(), reason.strip(), who)
     out.print(
         f"accepted {subject} load {load_date.date().isoformat()} ({who}: {reason.strip()}); "
         "the next run passes it"

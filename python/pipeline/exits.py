@@ -17,6 +17,8 @@ class ExitCode(IntEnum):
     STALE = 3
     VOLUME = 4  # a gate judged the landing data bad: contract, future timestamps, volume
     LOCKED = 5
+    INTERRUPTED = 130  # SIGINT (Ctrl-C): 128 + 2, as shells report it
+    TERMINATED = 143  # SIGTERM (a scheduler's timeout or a pod stopping): 128 + 15
 
 
 class StopRun(Exception):

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -67,34 +68,108 @@ class RunRecord:
     phase_seconds: dict[str, float]
 
 
+class HistoryError(RuntimeError):
+    """The history file cannot be opened: named in one line, with what to do."""
+
+    def __init__(self, path: Path, error: Exception) -> None:
+        super().__init__(
+            f"the run history {path} cannot be opened ({' '.join(str(error).split())[:200]}); "
+            f"rebuild it from its journal with `pipeline history --rebuild` (the damaged file is "
+            f"kept as {path.name}.corrupt)"
+        )
+
+
 class History:
     """Short-lived connections: the file stays free between calls for other readers."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.journal = path.with_name(path.name + ".journal.jsonl")
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
             con.execute(SCHEMA)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         """DuckDB lets one process write a file at a time; another run (say, one refused by the
-        lock that is recording exit 5) waits briefly for the holder's short connection."""
+        lock that is recording exit 5) waits briefly for the holder's short connection. Any
+        other failure (a corrupt file) is named at once, with the way out."""
         for attempt in range(CONNECT_ATTEMPTS):
             try:
                 return duckdb.connect(str(self.path))
-            except duckdb.IOException:
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower():
+                    raise HistoryError(self.path, error) from None
                 if attempt == CONNECT_ATTEMPTS - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))
+            except duckdb.Error as error:
+                raise HistoryError(self.path, error) from None
         raise AssertionError("unreachable")
 
-    def start_run(self, run_id: str, target: str, arguments: str, started_at: dt.datetime) -> None:
+    def _write(self, sql: str, rows: list[list[Any]]) -> None:
+        """Every write goes to the database and, as one JSON line, to the journal beside it:
+        the journal is what `pipeline history --rebuild` replays if the file is ever lost."""
+        if not rows:
+            return
         with self._connect() as con:
-            con.execute(
-                "insert into runs (run_id, target, arguments, started_at, status) values (?, ?, "
-                "?, ?, 'running')",
-                [run_id, target, arguments, started_at],
-            )
+            con.executemany(sql, rows)
+        with self.journal.open("a") as journal:
+            journal.write(json.dumps({"sql": sql, "rows": rows}, default=str) + "\n")
+
+    @classmethod
+    def rebuild(cls, path: Path) -> int:
+        """A new history file from the journal (the old file, if any, is kept aside).
+
+        Returns the number of journal entries replayed; a torn last line (a crash while
+        writing) is skipped. Values come back as text and DuckDB casts them to the columns.
+        """
+        journal = path.with_name(path.name + ".journal.jsonl")
+        if not journal.exists():
+            raise FileNotFoundError(f"no journal at {journal}: nothing to rebuild the history from")
+        if path.exists():
+            path.replace(path.with_name(path.name + ".corrupt"))
+        entries = []
+        for line in journal.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        with duckdb.connect(str(path)) as con:
+            con.execute(SCHEMA)
+            for entry in entries:
+                con.executemany(entry["sql"], entry["rows"])
+        return len(entries)
+
+    def start_run(self, run_id: str, target: str, arguments: str, started_at: dt.datetime) -> None:
+        self._write(
+            "insert into runs (run_id, target, arguments, started_at, status) values (?, ?, "
+            "?, ?, 'running')",
+            [[run_id, target, arguments, started_at]],
+        )
+
+    def set_phase(self, run_id: str, phase: str) -> None:
+        """Where a run is: what the next run reports if this one dies without a word."""
+        self._write("update runs set phase = ? where run_id = ?", [[phase, run_id]])
+
+    def abandon_running(
+        self, current_run: str, ended_at: dt.datetime
+    ) -> list[tuple[str, str | None]]:
+        """Mark runs still `running` (dead: the caller holds the lock) as `abandoned`.
+
+        Returns (run id, the phase it died in) for each, for the log and the lineage.
+        """
+        with self._connect() as con:
+            dead = con.execute(
+                "select run_id, phase from runs where status = 'running' and run_id != ? "
+                "order by started_at",
+                [current_run],
+            ).fetchall()
+        self._write(
+            "update runs set status = 'abandoned', ended_at = ?, message = 'the run died without "
+            "a word (SIGKILL, power loss); found by the next run' where run_id = ?",
+            [[ended_at, run_id] for run_id, _ in dead],
+        )
+        return [(run_id, phase) for run_id, phase in dead]
 
     def finish_run(
         self,
@@ -106,12 +181,11 @@ class History:
         ended_at: dt.datetime,
         phase_seconds: dict[str, float],
     ) -> None:
-        with self._connect() as con:
-            con.execute(
-                "update runs set status = ?, exit_code = ?, phase = ?, message = ?, ended_at = ?, "
-                "phase_seconds = ? where run_id = ?",
-                [status, exit_code, phase, message, ended_at, json.dumps(phase_seconds), run_id],
-            )
+        self._write(
+            "update runs set status = ?, exit_code = ?, phase = ?, message = ?, ended_at = ?, "
+            "phase_seconds = ? where run_id = ?",
+            [[status, exit_code, phase, message, ended_at, json.dumps(phase_seconds), run_id]],
+        )
 
     def record_nodes(self, run_id: str, nodes: Iterable[NodeRecord]) -> None:
         rows = [
@@ -128,9 +202,7 @@ class History:
             ]
             for n in nodes
         ]
-        if rows:
-            with self._connect() as con:
-                con.executemany("insert into node_runs values (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self._write("insert into node_runs values (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def record_volume(self, run_id: str, verdicts: Iterable[VolumeVerdict]) -> None:
         rows = [
@@ -148,11 +220,7 @@ class History:
             ]
             for v in verdicts
         ]
-        if rows:
-            with self._connect() as con:
-                con.executemany(
-                    "insert into gate_checks values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
+        self._write("insert into gate_checks values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def record_contract(self, run_id: str, violations: Iterable[Violation]) -> None:
         rows = [
@@ -170,11 +238,7 @@ class History:
             ]
             for v in violations
         ]
-        if rows:
-            with self._connect() as con:
-                con.executemany(
-                    "insert into gate_checks values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
+        self._write("insert into gate_checks values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def record_freshness(self, run_id: str, checks: Iterable[FreshnessCheck]) -> None:
         rows = [
@@ -192,25 +256,22 @@ class History:
             ]
             for c in checks
         ]
-        if rows:
-            with self._connect() as con:
-                con.executemany(
-                    "insert into gate_checks values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
+        self._write("insert into gate_checks values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def accept(self, subject: str, load_date: dt.date, reason: str, accepted_by: str) -> None:
         """An operator vouches for an anomalous load: the next run passes it (`pipeline accept`)."""
-        with self._connect() as con:
-            con.execute(
-                "insert into acceptances values (?, ?, ?, ?, ?)",
+        self._write(
+            "insert into acceptances values (?, ?, ?, ?, ?)",
+            [
                 [
                     subject,
                     load_date,
                     reason,
                     accepted_by,
                     dt.datetime.now(dt.UTC).replace(tzinfo=None),
-                ],
-            )
+                ]
+            ],
+        )
 
     def acceptances(self) -> dict[tuple[str, dt.date], str]:
         """(subject, load date) -> who accepted it, when and why (the latest acceptance wins)."""

@@ -221,6 +221,10 @@ class Lineage:
     def start(self) -> None:
         self.client.emit(self._event(RunState.START, self.JOB, self.summary.run_id, [], []))
 
+    def abort(self, run_id: str) -> None:
+        """Close the START of a run that died without a word (SIGKILL, power loss)."""
+        self.client.emit(self._event(RunState.ABORT, self.JOB, run_id, [], []))
+
     def finish(self) -> None:
         summary = self.summary
         parent = {
@@ -259,7 +263,13 @@ class Lineage:
             )
             if state is RunState.COMPLETE:
                 built.append(output)
-        final = RunState.COMPLETE if summary.exit_code == 0 else RunState.FAIL
+        final = (
+            RunState.ABORT
+            if summary.status == "cancelled"
+            else RunState.COMPLETE
+            if summary.exit_code == 0
+            else RunState.FAIL
+        )
         facets = {}
         if final is RunState.FAIL and summary.message:
             facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(

@@ -14,12 +14,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
+import duckdb
 import yaml
 from rich.console import Console
 
@@ -37,6 +40,7 @@ from pipeline.warehouse import load_volumes, queries_for, relation_sizes
 
 T = TypeVar("T")
 STAGING_SELECTOR = "path:seeds path:models/staging"
+CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 KEEP_RUN_FOLDERS = 20  # artifacts of the last runs, for --retry and for people
 
 
@@ -98,6 +102,7 @@ class Runner:
         self.runs_dir = settings.resolve(settings.target_path) / "runs"
         self.run_dir = self.runs_dir / self.summary.run_id
         self.resumed_run = ""
+        self.cancelled_by: int | None = None
 
     # -- entry --------------------------------------------------------------------------------
 
@@ -124,6 +129,7 @@ class Runner:
 
     def _execute_locked(self) -> int:
         lineage = self._observe("lineage", lambda: Lineage(self.settings, self.summary))
+        self._close_abandoned_runs(lineage)
         if lineage is not None:
             self._observe("lineage", lineage.start)
         self.log.info(
@@ -133,11 +139,17 @@ class Runner:
             self.settings.target,
             extra={"fields": {"event": "run_started", "run_id": self.summary.run_id}},
         )
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in CANCEL_SIGNALS}
         try:
             self._phases()
             code = self._finish(ExitCode.SUCCESS, "done", None)
-        except StopRun as stop:
-            code = self._finish(stop.code, stop.phase, stop.message)
+        except (StopRun, KeyboardInterrupt) as stop:
+            if self.cancelled_by is not None:  # dbt may turn the interrupt into a failed node
+                code = self._finish_cancelled()
+            elif isinstance(stop, StopRun):
+                code = self._finish(stop.code, stop.phase, stop.message)
+            else:
+                raise
         except Exception as error:  # a crash must still be recorded and reported as exit 1
             self.log.exception("run crashed")
             code = self._finish(
@@ -145,9 +157,42 @@ class Runner:
                 self.summary.phase or "runner",
                 f"{type(error).__name__}: {error}",
             )
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
         if lineage is not None:
             self._observe("lineage", lineage.finish)
         return code
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        """SIGTERM and SIGINT end the run cleanly: dbt is interrupted where it is (it cancels
+        its open queries), then the run is recorded as cancelled like any other ending."""
+        self.cancelled_by = signum
+        raise KeyboardInterrupt
+
+    def _finish_cancelled(self) -> int:
+        signum = self.cancelled_by or signal.SIGTERM
+        code = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
+        name = signal.Signals(signum).name
+        return self._finish(
+            code,
+            self.summary.phase or "runner",
+            f"cancelled by {name} during {self.summary.phase}: nothing more was built",
+            status="cancelled",
+        )
+
+    def _close_abandoned_runs(self, lineage: Lineage | None) -> None:
+        """Runs still `running` when this one holds the lock died without a word: say so."""
+        now = self.summary.started_at.replace(tzinfo=None)
+        for run_id, phase in self.history.abandon_running(self.summary.run_id, now):
+            self.log.warning(
+                "run %s was abandoned in phase %s (killed or lost power); marked abandoned",
+                run_id,
+                phase,
+                extra={"fields": {"event": "abandoned_run", "run": run_id, "phase": phase}},
+            )
+            if lineage is not None:
+                self._observe("lineage", partial(lineage.abort, run_id))
 
     def _observe(self, what: str, report: Callable[[], T]) -> T | None:
         """Lineage and metrics are reports about a run: when one fails (an endpoint down, a
@@ -168,6 +213,8 @@ class Runner:
     def _phases(self) -> None:
         resume = self._phase_to_resume()
         self._prune_run_folders()
+        if self.settings.target == "duckdb":
+            self._timed("warehouse", self._check_warehouse_free)
         manifest = self._timed("parse", self._parse)
         if self.options.select and self.options.build:
             self._timed("select", self._check_selection)
@@ -250,6 +297,7 @@ class Runner:
 
     def _timed(self, phase: str, step: Callable[[], T]) -> T:
         self.summary.phase = phase
+        self.history.set_phase(self.summary.run_id, phase)
         started = time.perf_counter()
         try:
             return step()
@@ -257,6 +305,27 @@ class Runner:
             self.summary.timings[phase] = (
                 self.summary.timings.get(phase, 0.0) + time.perf_counter() - started
             )
+
+    def _check_warehouse_free(self) -> None:
+        """Another process holding the DuckDB file is a lock like ours: exit 5, retry later.
+
+        DuckDB lets one process write a file at a time; found here, before any gate, the
+        holder is named instead of a dbt error (exit 1) halfway through a build.
+        """
+        path = self.settings.resolve(self.settings.warehouse_path)
+        if not path.exists():
+            return
+        try:
+            duckdb.connect(str(path)).close()
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower():
+                raise
+            detail = " ".join(str(error).split())
+            raise StopRun(
+                ExitCode.LOCKED,
+                "warehouse",
+                f"another process holds the warehouse file {path}: {detail}",
+            ) from None
 
     def _parse(self) -> Manifest:
         """Parse the project once for the gates; a project dbt cannot parse is a usage error."""
@@ -529,11 +598,18 @@ class Runner:
 
     # -- the end ------------------------------------------------------------------------------
 
-    def _finish(self, code: ExitCode, phase: str, message: str | None, observe: bool = True) -> int:
+    def _finish(
+        self,
+        code: ExitCode,
+        phase: str,
+        message: str | None,
+        observe: bool = True,
+        status: str | None = None,
+    ) -> int:
         summary = self.summary
         summary.ended_at = dt.datetime.now(dt.UTC)
         summary.exit_code = int(code)
-        summary.status = "success" if code == ExitCode.SUCCESS else code.name.lower()
+        summary.status = status or ("success" if code == ExitCode.SUCCESS else code.name.lower())
         summary.phase = phase
         summary.message = message
         reporting = time.perf_counter()

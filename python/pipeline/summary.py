@@ -49,40 +49,51 @@ def dbt_progress(phase: str, enabled: bool) -> Iterator[Callable[[Any], None]]:
 
 
 def summary_table(summary: RunSummary) -> Table:
-    """Per layer: models and rows built, tests run and failed, node seconds; gates below."""
+    """Per layer: models built, failed and skipped, rows; tests run, failed and skipped; seconds.
+
+    A failed model counts as failed here, not only a failed test: a run that stopped on a
+    contract error in a mart must not read "failed 0".
+    """
     by_layer: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for node in summary.nodes:
         stats = by_layer[node.layer]
-        if node.resource_type in {"model", "seed", "snapshot"}:
-            stats["models"] += 1
-            stats["rows"] += node.row_count or 0
+        kind = "models" if node.resource_type in {"model", "seed", "snapshot"} else "tests"
+        if node.status in {"error", "fail", "runtime error"}:
+            stats[f"{kind} failed"] += 1
+        elif node.status == "skipped":
+            stats[f"{kind} skipped"] += 1
         else:
-            stats["tests"] += 1
-            stats["failed"] += node.status in {"fail", "error"}
+            stats[kind] += 1
+            if kind == "models":
+                stats["rows"] += node.row_count or 0
         stats["seconds"] += node.seconds
     table = Table(
         title=f"run {summary.run_id[:8]} on {summary.target}: {summary.status} "
         f"(exit {summary.exit_code})"
     )
-    for column in ("layer", "models", "rows", "tests", "failed", "node seconds"):
-        table.add_column(column, justify="left" if column == "layer" else "right")
+    columns = (
+        "models",
+        "models failed",
+        "models skipped",
+        "rows",
+        "tests",
+        "tests failed",
+        "tests skipped",
+    )
+    table.add_column("layer", justify="left")
+    for column in (*columns, "node seconds"):
+        table.add_column(column, justify="right")
     for layer in LAYERS:
         if layer in by_layer:
             s = by_layer[layer]
             table.add_row(
-                layer,
-                f"{s['models']:.0f}",
-                f"{s['rows']:,.0f}",
-                f"{s['tests']:.0f}",
-                f"{s['failed']:.0f}",
-                f"{s['seconds']:.1f}",
+                layer, *(f"{s[column]:,.0f}" for column in columns), f"{s['seconds']:.1f}"
             )
     volume_failed = sum(not verdict.passed for verdict in summary.volume)
+    fresh_ok = sum(not check.is_error for check in summary.freshness)
     table.caption = (
-        "freshness: "
-        f"{sum(not check.is_error for check in summary.freshness)}/{len(summary.freshness)} "
-        f"sources ok · volume: {len(summary.volume) - volume_failed}/{len(summary.volume)} loads "
-        "ok · "
+        f"freshness: {fresh_ok}/{len(summary.freshness)} sources ok · "
+        f"volume: {len(summary.volume) - volume_failed}/{len(summary.volume)} loads ok · "
         + " · ".join(f"{phase} {seconds:.1f}s" for phase, seconds in summary.timings.items())
         + f" · total {summary.seconds:.1f}s"
     )

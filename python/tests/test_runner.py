@@ -6,8 +6,10 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -20,6 +22,7 @@ from typer.testing import CliRunner
 from conftest import TODAY, Project, make_project
 from pipeline import PROJECT_DIR, generator
 from pipeline.cli import app
+from pipeline.history import History
 from pipeline.lock import RunLock
 from pipeline.runner import intersect
 
@@ -237,15 +240,10 @@ def test_gates_never_pass_on_an_earlier_runs_artifacts(
 
 def test_a_project_dbt_cannot_parse_is_a_usage_error(fresh_project: Project) -> None:
     """A broken project yml is exit 2 with dbt's message, not a dbt error (exit 1)."""
-    broken = fresh_project.root / "project"
-    shutil.copytree(
-        PROJECT_DIR, broken, ignore=shutil.ignore_patterns(".venv*", "data", "target", ".git")
-    )
-    (broken / "models" / "marts" / "core" / "_core__models.yml").write_text(
+    copy = _project_copy(fresh_project)
+    (copy / "models" / "marts" / "core" / "_core__models.yml").write_text(
         "models:\n  - name: [unclosed\n"
     )
-    config = yaml.safe_load(fresh_project.config.read_text())
-    fresh_project.config.write_text(yaml.safe_dump({**config, "project_dir": str(broken)}))
     code, _, stderr = fresh_project.pipeline("run")
     assert (
         code == 2 and "dbt could not parse the project" in stderr and "_core__models.yml" in stderr
@@ -333,3 +331,176 @@ def test_a_lineage_endpoint_that_is_down_never_stops_the_warehouse(
     run = fresh_project.history.runs(1)[0]
     assert (run.status, run.exit_code) == ("success", 0)
     assert fresh_project.settings.metrics_path.exists()
+
+
+def _project_copy(project: Project) -> Path:
+    """A copy of the dbt project for a test that must change a model, pointed at by --config."""
+    copy = project.root / "project"
+    shutil.copytree(
+        PROJECT_DIR,
+        copy,
+        ignore=shutil.ignore_patterns(".venv*", "data", "target", ".git", "build"),
+    )
+    config = yaml.safe_load(project.config.read_text())
+    project.config.write_text(yaml.safe_dump({**config, "project_dir": str(copy)}))
+    return copy
+
+
+def test_the_summary_counts_failed_and_skipped_models_not_only_tests(
+    fresh_project: Project,
+) -> None:
+    """A contract error in a mart: exit 1, the node named, and the summary says a model failed."""
+    copy = _project_copy(fresh_project)
+    models = copy / "models" / "marts" / "core" / "_core__models.yml"
+    text = models.read_text()
+    sku = "      - name: sku\n        description: \"{{ doc('sku') }}\"\n        data_type: string"
+    assert sku in text
+    models.write_text(text.replace(sku, sku.replace("data_type: string", "data_type: bigint")))
+    code, stdout, stderr = fresh_project.pipeline("run")
+    assert code == 1 and "model.commerce.dim_products" in stderr, stderr
+    rows = {
+        line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+        for line in stdout.splitlines()
+        if line.count("│") > 5
+    }
+    header = [
+        "models",
+        "models failed",
+        "models skipped",
+        "rows",
+        "tests",
+        "tests failed",
+        "tests skipped",
+        "node seconds",
+    ]
+    marts = dict(zip(header, rows["marts"], strict=True))
+    assert marts["models failed"] == "1"
+    assert int(marts["tests skipped"]) > 0, "the failed mart's tests are shown as skipped"
+
+
+def test_a_warehouse_file_held_by_another_process_is_a_lock_exit_5(fresh_project: Project) -> None:
+    project = fresh_project
+    # Built by another process: this one's dbt keeps no DuckDB instance of the file open.
+    built = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--config", str(project.config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+            "print('holding', flush=True); time.sleep(120)",
+            str(project.settings.warehouse_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        code, _, stderr = project.pipeline("run")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 5, stderr
+    assert "another process holds the warehouse file" in stderr and str(holder.pid) in stderr
+    run = project.history.runs(1)[0]
+    assert (run.exit_code, run.phase) == (5, "warehouse")
+
+
+def test_a_corrupt_history_is_named_in_one_line_and_rebuilt_from_its_journal(
+    fresh_project: Project,
+) -> None:
+    """The volume baseline lives in the history: a damaged file is never silently discarded."""
+    project = fresh_project
+    assert project.pipeline("run")[0] == 0
+    before = [(run.run_id, run.status) for run in project.history.runs(10)]
+    judged = project.history.volume_history(["stg_landing__orders"])["stg_landing__orders"]
+    assert judged, "the first run judged every load"
+    project.settings.history_path.write_bytes(b"this is not a duckdb file" * 100)
+
+    code, stdout, stderr = project.pipeline("run")
+    assert code == 2
+    assert str(project.settings.history_path) in stderr and "pipeline history --rebuild" in stderr
+    assert "Traceback" not in stderr + stdout
+
+    code, stdout, _ = project.pipeline("history", "--rebuild")
+    assert code == 0 and "journal entries" in stdout
+    rebuilt = History(project.settings.history_path)
+    assert [(run.run_id, run.status) for run in rebuilt.runs(10)] == before
+    assert rebuilt.volume_history(["stg_landing__orders"])["stg_landing__orders"] == judged
+    assert project.settings.history_path.with_name("history.duckdb.corrupt").exists()
+    assert project.pipeline("run")[0] == 0
+
+
+def _start_run(project: Project) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", "--config", str(project.config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_phase(project: Project, process: subprocess.Popen[str], phase: str) -> str:
+    """The run id of the newest run once the history shows it in `phase`."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        runs = History(project.settings.history_path).runs(1)
+        if runs and runs[0].status == "running" and runs[0].phase == phase:
+            return runs[0].run_id
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"the run never reached {phase}: {process.communicate()[1][-2000:]}")
+
+
+def _lineage_states(project: Project, run_id: str) -> list[str]:
+    events = [json.loads(line) for line in project.settings.lineage_path.read_text().splitlines()]
+    return [event["eventType"] for event in events if event["run"]["runId"] == run_id]
+
+
+def test_sigterm_ends_a_run_cleanly_and_records_it_cancelled(fresh_project: Project) -> None:
+    project = fresh_project
+    process = _start_run(project)
+    try:
+        run_id = _wait_for_phase(project, process, "staging")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert "cancelled by SIGTERM during staging" in stderr and "Traceback" not in stderr
+    run = project.history.runs(1)[0]
+    assert (run.run_id, run.status, run.exit_code, run.phase) == (
+        run_id,
+        "cancelled",
+        143,
+        "staging",
+    )
+    assert _lineage_states(project, run_id) == ["START", "ABORT"]
+    metrics = {
+        family.name: family
+        for family in text_string_to_metric_families(project.settings.metrics_path.read_text())
+    }
+    assert [sample.value for sample in metrics["commerce_run_exit_code"].samples] == [143]
+
+
+def test_a_run_killed_without_a_word_is_found_by_the_next_one(fresh_project: Project) -> None:
+    project = fresh_project
+    process = _start_run(project)
+    try:
+        killed = _wait_for_phase(project, process, "staging")
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        process.kill()
+    code, _, stderr = project.pipeline("run")
+    assert code == 0, stderr
+    assert f"run {killed} was abandoned in phase staging" in stderr
+    runs = {run.run_id: run for run in project.history.runs(5)}
+    assert (runs[killed].status, runs[killed].phase) == ("abandoned", "staging")
+    assert _lineage_states(project, killed) == ["START", "ABORT"]
