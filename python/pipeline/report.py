@@ -272,14 +272,21 @@ def volume_figure(data: ReportData) -> go.Figure:
             latest[g["load_date"]] = g
         days = sorted(latest)
         first = row == 1
-        # Edges drawn dashed, so a one-sided band (declared min_rows only, history too short) still shows.
-        fig.add_scatter(row=row, col=1, x=days, y=[latest[d]["high"] for d in days], mode="lines",
-                        line=dict(width=1, dash="dash", color="#2ca02c"), name="band high", legendgroup="band",
-                        showlegend=False, hoverinfo="x+y+name")
-        fig.add_scatter(row=row, col=1, x=days, y=[latest[d]["low"] for d in days], mode="lines",
-                        line=dict(width=1, dash="dash", color="#2ca02c"), fill="tonexty",
-                        fillcolor="rgba(44,160,44,0.15)", name="allowed band", legendgroup="band", showlegend=first,
-                        hoverinfo="x+y+name")
+        # The band as one closed polygon over the loads that had both bounds (plotly's
+        # fill-between would bridge the loads judged before the history was long enough),
+        # and its edges dashed, so a one-sided band (declared min_rows only) still shows.
+        both = [d for d in days if latest[d]["low"] is not None and latest[d]["high"] is not None]
+        if both:
+            fig.add_scatter(row=row, col=1, x=both + both[::-1],
+                            y=[latest[d]["high"] for d in both] + [latest[d]["low"] for d in both[::-1]],
+                            fill="toself", fillcolor="rgba(44,160,44,0.15)", line=dict(width=0), mode="lines",
+                            name="allowed band", legendgroup="band", showlegend=first, hoverinfo="skip")
+        for bound in ("low", "high"):
+            # Markers too: a band learned for one load only (the first with enough history) is a point.
+            fig.add_scatter(row=row, col=1, x=days, y=[latest[d][bound] for d in days], mode="lines+markers",
+                            marker=dict(size=5, symbol="line-ew-open", color="#2ca02c"),
+                            line=dict(width=1, dash="dash", color="#2ca02c"), name=f"band {bound}",
+                            legendgroup="band", showlegend=False, hoverinfo="x+y+name")
         fig.add_scatter(row=row, col=1, x=days, y=[latest[d]["observed"] for d in days], mode="lines+markers",
                         name="rows landed", legendgroup="rows", showlegend=first, line=dict(color="#1f77b4"),
                         hovertext=[str(latest[d]["detail"] or "") for d in days], hoverinfo="x+y+text")
