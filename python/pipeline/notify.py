@@ -116,3 +116,24 @@ def notify_failure(url: str, summary: RunOutcome, report: Path | str | None = No
     else:
         log.info("failure notification sent to %s", safe_url(url),
                  extra={"fields": {"event": "notified", "run_id": summary.run_id}})
+
+
+def report_and_notify(url: str, summary: RunOutcome, history_path: Path, report_path: Path,
+                      manifest_path: Path | None = None) -> None:
+    """The runner's one call after a failed run: write the report focused on this run, then
+    notify with a link to it. Never raises: a report that cannot be written is a warning and
+    the message goes out without a link, since the message matters more than the page.
+
+    Call it after the run's history row is finished, so the report shows its exit code.
+    """
+    from pipeline.report import write_report  # plotly is imported only when a run failed
+
+    log = logging.getLogger(LOGGER_NAME)
+    report: Path | None
+    try:
+        report = write_report(history_path, report_path, run_id=summary.run_id, manifest_path=manifest_path)
+    except Exception as error:  # noqa: BLE001 - any failure here must not hide the notification
+        log.warning("could not write the report for run %s: %s: %s", summary.run_id, type(error).__name__, error,
+                    extra={"fields": {"event": "report_failed", "run_id": summary.run_id}})
+        report = None
+    notify_failure(url, summary, report)

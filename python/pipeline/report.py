@@ -547,6 +547,16 @@ def default_report_path(project_dir: Path) -> Path:
     return project_dir / DEFAULT_OUTPUT
 
 
-__all__ = ["ReportData", "ReportError", "default_report_path", "read_history", "render", "report_command",
-           "write_report"]
+__all__ = ["ReportData", "ReportError", "default_report_path", "main", "read_history", "render",
+           "report_command", "write_report"]
 
+
+def main() -> None:
+    """`python -m pipeline.report`: the command before (and besides) its place in `pipeline`'s CLI."""
+    app = typer.Typer(add_completion=False)
+    app.command()(report_command)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,9 @@ from typing import Iterator
 
 import pytest
 
-from pipeline.notify import FailureNotice, notify_failure
+import duckdb
+
+from pipeline.notify import FailureNotice, notify_failure, report_and_notify
 
 
 class Webhook:
@@ -120,3 +122,30 @@ def test_an_unreachable_notifier_does_not_raise_and_leaks_no_credentials(
     assert [r.levelname for r in warnings.records] == ["WARNING"]
     assert "did not arrive" in warnings.text
     assert "pa55word" not in warnings.text and "alice" not in warnings.text
+
+
+def test_report_and_notify_links_a_report_focused_on_the_run(webhook: Webhook, warnings: pytest.LogCaptureFixture,
+                                                              tmp_path: Path) -> None:
+    history = tmp_path / "history.duckdb"
+    with duckdb.connect(str(history)) as con:
+        con.execute("create table runs (run_id varchar, started_at timestamp, ended_at timestamp, status varchar, "
+                    "exit_code integer, phase varchar, message varchar)")
+        con.execute("insert into runs values ('0-older', '2026-11-20 00:30', '2026-11-20 00:31', 'success', 0, "
+                    "'done', null), (?, '2026-11-21 00:30', '2026-11-21 00:31', 'volume', 4, 'volume', ?)",
+                    [FAILURE.run_id, FAILURE.message])
+    report = tmp_path / "out" / "report.html"
+    report_and_notify(webhook.url, FAILURE, history, report)
+    assert f"Run {FAILURE.run_id}</h2>" in report.read_text(encoding="utf-8"), "focused on the failed run"
+    (_, _, payload), = webhook.received
+    assert report.resolve().as_uri() in payload["text"]
+    assert [r.levelname for r in warnings.records] == ["INFO"]
+
+
+def test_report_and_notify_still_notifies_when_the_report_fails(webhook: Webhook,
+                                                                warnings: pytest.LogCaptureFixture,
+                                                                tmp_path: Path) -> None:
+    report_and_notify(webhook.url, FAILURE, tmp_path / "no-history.duckdb", tmp_path / "report.html")
+    (_, _, payload), = webhook.received
+    assert "Report:" not in payload["text"] and FAILURE.run_id in payload["text"]
+    assert [r.levelname for r in warnings.records] == ["WARNING", "INFO"]
+    assert "no run history" in warnings.records[0].getMessage()
