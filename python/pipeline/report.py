@@ -430,7 +430,9 @@ def lineage_figure(data: ReportData) -> go.Figure:
                         textposition="middle right", textfont=dict(size=9),
                         marker=dict(size=12, color=NODE_COLOURS.get(name, "#7f7f7f"), line=dict(width=1, color="#333")),
                         hovertext=[f"{n}<br>{name}" for n in picked], hoverinfo="text")
-    fig.update_xaxes(visible=False)
+    # Room on the right for the labels of the last layer (they are drawn right of their marker).
+    xs = [positions[n][0] for n in graph]
+    fig.update_xaxes(visible=False, range=[min(xs) - 0.05, max(xs) + 0.1 + 0.2 * (max(xs) - min(xs))])
     fig.update_yaxes(visible=False)
     run = f"run {str(focus_id)[:8]} ({data.focus['status']})" if data.focus else "no run"
     return _layout(fig, f"Lineage coloured by {run}; parents from {data.parents_from}",
