@@ -59,6 +59,7 @@ NODE_COLOURS = {
 BUILT_TYPES = ("model", "seed", "snapshot")
 TEST_TYPES = ("test", "unit_test")
 FAILING = ("fail", "error", "runtime error")
+PHASE_ORDER = ("freshness", "staging", "volume", "downstream", "row_counts", "report")
 
 
 class ReportError(ValueError):
@@ -225,9 +226,9 @@ def _mark_focus(fig: go.Figure, data: ReportData, **where: Any) -> None:
 def runs_figure(data: ReportData) -> go.Figure:
     """Seconds per phase stacked per run, with the run's status and exit code on top."""
     labels = [_run_label(run) for run in data.runs]
-    phases = sorted({phase for run in data.runs for phase in run["phase_seconds"]},
-                    key=lambda p: ["freshness", "staging", "volume", "downstream", "row_counts", "report"].index(p)
-                    if p in {"freshness", "staging", "volume", "downstream", "row_counts", "report"} else 99)
+    seen = {phase for run in data.runs for phase in run["phase_seconds"]}
+    # The runner's order bottom-up; a phase added later goes on top, by name.
+    phases = [p for p in PHASE_ORDER if p in seen] + sorted(seen - set(PHASE_ORDER))
     fig = go.Figure()
     for phase in phases:
         fig.add_bar(name=phase, x=labels, y=[run["phase_seconds"].get(phase, 0.0) for run in data.runs])

@@ -44,7 +44,8 @@ class Webhook:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}/services/T000/B000/sekrit-token"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll so shutdown() returns at once, not after serve_forever's default 0.5 s.
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
 
 @pytest.fixture
