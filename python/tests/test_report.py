@@ -250,6 +250,13 @@ def test_focusing_the_failed_run_puts_its_failing_test_on_top(history: History, 
     assert list(heatmap.z[-1]) == [2.0, 0.0, 0.0, 0.0], "failed in run 1, passed in every later run (staging runs in each)"
     assert all(2.0 not in row for row in heatmap.z[:-1]), "no other test failed in these runs"
 
+    # Run 1 built staging (its models succeeded; a test on one of them failed) and stopped:
+    # every mart is "not run", every staging model green, every landing source drawn as a source.
+    lineage = {trace.name: set(trace.text) for trace in report_module.lineage_figure(data).data if trace.name}
+    assert {"fct_orders", "dim_customers", "fct_daily_revenue"} <= lineage["not run"]
+    assert "stg_landing__orders" in lineage["success"] and "fct_orders" not in lineage["success"]
+    assert {"orders", "order_items", "payments", "customers", "products", "events"} <= lineage["source"]
+
     page = write_report(history.history_path, tmp_path / "focus.html", run_id=first_run[:8],
                         manifest_path=history.manifest).read_text(encoding="utf-8")
     assert f"Run {first_run}" in page and BAD_TEST in page
