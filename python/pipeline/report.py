@@ -460,8 +460,8 @@ section { margin-bottom: 2rem; }
 {% if focus %}
 <section id="focus"><h2>Run {{ focus.run_id }}</h2>
 <p><span class="status" style="color: {{ colour(focus.status) }}">{{ focus.status }}</span>,
-exit {{ focus.exit_code }}, phase {{ focus.phase }}, started {{ focus.started_at }}, {{ focus.arguments }}
-on {{ focus.target }}</p>
+exit {{ blank(focus.exit_code) }}, phase {{ blank(focus.phase) }}, started {{ focus.started_at }},
+{{ blank(focus.arguments) }} on {{ blank(focus.target) }}</p>
 {% if focus.message %}<pre class="msg">{{ focus.message }}</pre>{% endif %}
 {% if failing %}<table><tr><th>failing node</th><th>status</th><th>message</th></tr>
 {% for node in failing %}<tr><td>{{ node.unique_id }}</td><td>{{ node.status }}</td><td class="msg">{{ node.message }}</td></tr>{% endfor %}
@@ -473,8 +473,8 @@ on {{ focus.target }}</p>
 <section id="runs"><h2>Runs, newest first</h2>
 <table><tr><th>started (UTC)</th><th>run</th><th>status</th><th>exit</th><th>phase</th><th>seconds</th><th>message</th></tr>
 {% for run in runs | reverse %}<tr><td>{{ run.started_at }}</td><td>{{ run.run_id[:8] }}</td>
-<td class="status" style="color: {{ colour(run.status) }}">{{ run.status }}</td><td>{{ run.exit_code }}</td>
-<td>{{ run.phase }}</td><td>{{ "%.1f" | format(duration(run)) }}</td><td class="msg">{{ (run.message or "")[:500] }}</td></tr>
+<td class="status" style="color: {{ colour(run.status) }}">{{ run.status }}</td><td>{{ blank(run.exit_code) }}</td>
+<td>{{ blank(run.phase) }}</td><td>{{ "%.1f" | format(duration(run)) }}</td><td class="msg">{{ (run.message or "")[:500] }}</td></tr>
 {% endfor %}</table></section>
 </body></html>
 """
@@ -497,7 +497,8 @@ def render(data: ReportData, history_path: Path) -> str:
         plotly_js=plotly.offline.get_plotlyjs(), charts=charts, runs=data.runs, focus=data.focus, failing=failing,
         since=data.since, history_path=str(history_path), duration=_duration,
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-        colour=lambda status: STATUS_COLOURS.get(str(status), "#7f7f7f"))
+        colour=lambda status: STATUS_COLOURS.get(str(status), "#7f7f7f"),
+        blank=lambda value: "" if value is None else value)  # an unfinished or sparse run shows gaps, not "None"
 
 
 def write_report(history_path: Path, output: Path, since: dt.datetime | None = None, run_id: str | None = None,

@@ -291,7 +291,7 @@ def test_a_sparse_or_extended_history_still_renders(tmp_path: Path) -> None:
                     "130, 'staging', 'ops'), ('r-abandoned', '2026-11-02 00:30', null, 'abandoned', null, null, 'ops')")
     page = write_report(path, tmp_path / "report.html").read_text(encoding="utf-8")
     facts = page_facts(page)
-    assert [row[2] for row in facts.table_rows if row] == ["abandoned", "cancelled"]
+    assert [row[2:4] for row in facts.table_rows if row] == [["abandoned", ""], ["cancelled", "130"]]
     assert len(facts.charts) == 0 and page.count('class="plotly-graph-div"') == CHARTS
 
     with pytest.raises(ReportError, match="no run history"):
