@@ -77,27 +77,35 @@ def _report_link(report: Path | str | None) -> str | None:
 
 
 def failure_message(summary: RunOutcome, report: Path | str | None = None) -> dict[str, Any]:
-    """The webhook payload: `text` for any Slack-compatible receiver, `blocks` for Slack's layout."""
+    """The webhook payload: `text` for any Slack-compatible receiver, `blocks` for Slack."""
     code = summary.exit_code
     meaning = EXIT_MEANINGS.get(code, "unknown exit code") if code is not None else "no exit code"
     culprit = (summary.message or "no message recorded").strip()
     if len(culprit) > MAX_CULPRIT_CHARS:
         culprit = culprit[:MAX_CULPRIT_CHARS] + "…"
     link = _report_link(report)
-    headline = (f"commerce warehouse run {summary.run_id} failed on {summary.target}: "
-                f"exit {code} ({meaning}) in phase {summary.phase or 'unknown'}")
+    headline = (
+        f"commerce warehouse run {summary.run_id} failed on {summary.target}: "
+        f"exit {code} ({meaning}) in phase {summary.phase or 'unknown'}"
+    )
     text = f"{headline}\nCulprit: {culprit}" + (f"\nReport: {link}" if link else "")
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*"}},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"```{culprit}```"}},
     ]
     if link:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Report: <{link}>"}]})
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Report: <{link}>"}]}
+        )
     return {"text": text, "blocks": blocks}
 
 
-def notify_failure(url: str, summary: RunOutcome, report: Path | str | None = None,
-                   timeout: float = TIMEOUT_SECONDS) -> None:
+def notify_failure(
+    url: str,
+    summary: RunOutcome,
+    report: Path | str | None = None,
+    timeout: float = TIMEOUT_SECONDS,
+) -> None:
     """POST one failure message to `url`; never raises, logs a warning when it does not arrive."""
     log = logging.getLogger(LOGGER_NAME)
     payload = failure_message(summary, report)
@@ -106,20 +114,47 @@ def notify_failure(url: str, summary: RunOutcome, report: Path | str | None = No
         response.raise_for_status()
     except requests.HTTPError as error:
         status = error.response.status_code if error.response is not None else "?"
-        log.warning("failure notification to %s was refused: HTTP %s", safe_url(url), status,
-                    extra={"fields": {"event": "notify_failed", "run_id": summary.run_id, "http_status": status}})
+        log.warning(
+            "failure notification to %s was refused: HTTP %s",
+            safe_url(url),
+            status,
+            extra={
+                "fields": {
+                    "event": "notify_failed",
+                    "run_id": summary.run_id,
+                    "http_status": status,
+                }
+            },
+        )
     except (requests.RequestException, ValueError) as error:
         # The exception text can repeat the URL with its token: log only its kind.
-        log.warning("failure notification to %s did not arrive: %s", safe_url(url), type(error).__name__,
-                    extra={"fields": {"event": "notify_failed", "run_id": summary.run_id,
-                                      "error": type(error).__name__}})
+        log.warning(
+            "failure notification to %s did not arrive: %s",
+            safe_url(url),
+            type(error).__name__,
+            extra={
+                "fields": {
+                    "event": "notify_failed",
+                    "run_id": summary.run_id,
+                    "error": type(error).__name__,
+                }
+            },
+        )
     else:
-        log.info("failure notification sent to %s", safe_url(url),
-                 extra={"fields": {"event": "notified", "run_id": summary.run_id}})
+        log.info(
+            "failure notification sent to %s",
+            safe_url(url),
+            extra={"fields": {"event": "notified", "run_id": summary.run_id}},
+        )
 
 
-def report_and_notify(url: str, summary: RunOutcome, history_path: Path, report_path: Path,
-                      manifest_path: Path | None = None) -> None:
+def report_and_notify(
+    url: str,
+    summary: RunOutcome,
+    history_path: Path,
+    report_path: Path,
+    target_path: Path | None = None,
+) -> None:
     """The runner's one call after a failed run: write the report focused on this run, then
     notify with a link to it. Never raises: a report that cannot be written is a warning and
     the message goes out without a link, since the message matters more than the page.
@@ -131,9 +166,16 @@ def report_and_notify(url: str, summary: RunOutcome, history_path: Path, report_
     log = logging.getLogger(LOGGER_NAME)
     report: Path | None
     try:
-        report = write_report(history_path, report_path, run_id=summary.run_id, manifest_path=manifest_path)
-    except Exception as error:  # noqa: BLE001 - any failure here must not hide the notification
-        log.warning("could not write the report for run %s: %s: %s", summary.run_id, type(error).__name__, error,
-                    extra={"fields": {"event": "report_failed", "run_id": summary.run_id}})
+        report = write_report(
+            history_path, report_path, run_id=summary.run_id, target_path=target_path
+        )
+    except Exception as error:
+        log.warning(
+            "could not write the report for run %s: %s: %s",
+            summary.run_id,
+            type(error).__name__,
+            error,
+            extra={"fields": {"event": "report_failed", "run_id": summary.run_id}},
+        )
         report = None
     notify_failure(url, summary, report)
