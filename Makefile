@@ -33,7 +33,7 @@ data/landing/_generator.json: | $(STAMP)
 
 # The run's exit code is make's; the report is drawn whatever it was (a failed run is when it helps).
 run: $(STAMP) data/landing/_generator.json
-	@$(BIN)/pipeline run; code=$$?; $(BIN)/python -m pipeline.report; exit $$code
+	@$(BIN)/pipeline run; code=$$?; $(BIN)/pipeline report; exit $$code
 
 # Every tool runs and reports, then lint fails if any of them failed: one pass shows all.
 lint: $(STAMP)

@@ -17,6 +17,7 @@ from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.exits import ExitCode
 from pipeline.history import History, HistoryError
 from pipeline.observability import configure_logging
+from pipeline.report import report_command
 from pipeline.runner import Runner, RunOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -262,6 +263,9 @@ def accept(
         f"accepted {subject} load {load_date.date().isoformat()} ({who}: {reason.strip()}); "
         "the next run passes it"
     )
+
+
+app.command("report")(report_command)
 
 
 def main() -> None:

@@ -51,6 +51,9 @@ class Settings(BaseModel):
         default=None, description="OpenLineage HTTP endpoint; file transport when unset"
     )
     lineage_namespace: str = "commerce"
+    notify_url: str | None = Field(
+        default=None, description="Slack-compatible webhook told of every run a person must look at"
+    )
     log_format: Literal["text", "json"] = "text"
     threads: int = Field(default=2, ge=1, le=64)
     future_tolerance_minutes: int = Field(
@@ -60,7 +63,7 @@ class Settings(BaseModel):
         description="how far past the run's clock a landing timestamp may be (clock skew)",
     )
 
-    @field_validator("lineage_url")
+    @field_validator("lineage_url", "notify_url")
     @classmethod
     def _http_only(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):

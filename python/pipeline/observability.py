@@ -140,9 +140,17 @@ def write_metrics(path: Path, summary: RunSummary, last_success: dt.datetime | N
         ["target", "gate", "subject"],
         registry=registry,
     )
+    limit = Gauge(
+        "commerce_source_freshness_error_after_seconds",
+        "Age past which the source fails the freshness gate (its error_after)",
+        ["target", "source"],
+        registry=registry,
+    )
     for check in summary.freshness:
         if check.age_seconds is not None:
             age.labels(summary.target, check.source).set(check.age_seconds)
+        if check.error_after_seconds is not None:
+            limit.labels(summary.target, check.source).set(check.error_after_seconds)
         gate.labels(summary.target, "freshness", check.source).set(0 if check.is_error else 1)
     observed = Gauge(
         "commerce_volume_rows",

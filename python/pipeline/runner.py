@@ -34,7 +34,9 @@ from pipeline.history import History, NodeRecord, RunRecord
 from pipeline.landing import EntityContract, check_landing, summarize
 from pipeline.lock import LockBusy, RunLock
 from pipeline.manifest import BUILT_TYPES, Manifest
+from pipeline.notify import report_and_notify
 from pipeline.observability import Lineage, RunSummary, write_metrics
+from pipeline.report import DEFAULT_OUTPUT
 from pipeline.summary import dbt_progress, summary_table
 from pipeline.warehouse import load_volumes, queries_for, relation_sizes
 
@@ -42,6 +44,8 @@ T = TypeVar("T")
 STAGING_SELECTOR = "path:seeds path:models/staging"
 CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 KEEP_RUN_FOLDERS = 20  # artifacts of the last runs, for --retry and for people
+# The endings a person must look at; stale sources, locks and cancellations are retried later.
+NOTIFIED = frozenset({ExitCode.DBT_ERROR, ExitCode.USAGE, ExitCode.VOLUME})
 
 
 @dataclass(frozen=True)
@@ -642,6 +646,14 @@ class Runner:
             summary.ended_at.replace(tzinfo=None),
             {name: round(seconds, 3) for name, seconds in summary.timings.items()},
         )
+        if self.settings.notify_url and code in NOTIFIED:
+            report_and_notify(
+                self.settings.notify_url,
+                summary,
+                self.settings.resolve(self.settings.history_path),
+                self.settings.resolve(DEFAULT_OUTPUT),
+                self.settings.resolve(self.settings.target_path),
+            )
         self.log.info(
             "run %s finished: %s (exit %d) in %.1fs",
             summary.run_id,

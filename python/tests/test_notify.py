@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.notify import FailureNotice, notify_failure, report_and_notify
@@ -182,3 +184,23 @@ def test_report_and_notify_still_notifies_when_the_report_fails(
     assert "Report:" not in payload["text"] and FAILURE.run_id in payload["text"]
     assert [r.levelname for r in warnings.records] == ["WARNING", "INFO"]
     assert "no run history" in warnings.records[0].getMessage()
+
+
+def test_a_run_a_person_must_look_at_is_notified_once_through_the_cli(
+    webhook: Webhook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wired end to end: an exit 4 run posts one message naming the run; a good run posts none."""
+    from conftest import TODAY, make_project
+
+    project = make_project(tmp_path, days=5, end_date=TODAY - dt.timedelta(days=1))
+    monkeypatch.setenv("PIPELINE_NOTIFY_URL", webhook.url)
+    path = next((project.settings.landing_root / "orders").glob("load_date=*/part-0000.parquet"))
+    table = pq.read_table(path)
+    pq.write_table(table.drop_columns(["updated_at"]), path)
+    code, _, stderr = project.pipeline("run")
+    assert code == 4, stderr
+    assert len(webhook.received) == 1
+    text = json.dumps(webhook.received[0][2])
+    run = project.history.runs(1)[0]
+    assert run.run_id in text and "exit 4" in text
+    assert "sekrit-token" not in stderr
