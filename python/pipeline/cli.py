@@ -24,6 +24,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 err = Console(stderr=True)
 out = Console()
 
+DebugOption = Annotated[
+    bool, typer.Option("--debug", help="Tracebacks with errors (one line each without).")
+]
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="Settings file (default: pipeline.yml).")
 ]
@@ -142,6 +145,7 @@ def run(
         ),
     ] = False,
     log_format: Annotated[str | None, typer.Option("--log-format", help="text or json.")] = None,
+    debug: DebugOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Freshness gate, staging, volume gate, then intermediate and marts with their tests.
@@ -151,13 +155,13 @@ def run(
     """
     settings = _settings(config, target=target, log_format=log_format)
     options = _run_options(select, full_refresh, start_date, end_date, retry, build=True)
-    raise typer.Exit(_execute(settings, options))
+    raise typer.Exit(_execute(settings, options, debug))
 
 
-def _execute(settings: Settings, options: RunOptions) -> int:
+def _execute(settings: Settings, options: RunOptions, debug: bool) -> int:
     """One run through the runner; a history it cannot open is named in one line (exit 2)."""
     try:
-        runner = Runner(settings, options, configure_logging(settings.log_format), out)
+        runner = Runner(settings, options, configure_logging(settings.log_format, debug), out)
     except HistoryError as error:
         err.print(f"[red]history error:[/red] {error}", highlight=False)
         return ExitCode.USAGE
@@ -176,12 +180,13 @@ def _history(settings: Settings) -> History:
 def gates(
     target: Annotated[str | None, typer.Option(help="dbt target.")] = None,
     log_format: Annotated[str | None, typer.Option("--log-format", help="text or json.")] = None,
+    debug: DebugOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Run the freshness and volume gates on what has landed, without building anything."""
     settings = _settings(config, target=target, log_format=log_format)
     options = _run_options(None, False, None, None, False, build=False)
-    raise typer.Exit(_execute(settings, options))
+    raise typer.Exit(_execute(settings, options, debug))
 
 
 @app.command()

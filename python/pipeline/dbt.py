@@ -101,8 +101,8 @@ def _command(
         "--log-path",
         str(target_path / "logs"),
     ]
-    if quiet:
-        command.append("--quiet")
+    if quiet:  # the runner speaks for dbt: it forwards dbt's warnings and errors to its own log
+        command += ["--log-level", "none"]
     if dbt_vars:
         command += ["--vars", json.dumps(dbt_vars, sort_keys=True)]
     return command
@@ -124,8 +124,7 @@ def invoke(
     nothing else: never a previous run's artifact, never one of a person's `dbt compile`.
     """
     folder = target_path or settings.resolve(settings.target_path)
-    # ls takes no --threads, and prints what it lists unless its log level is none.
-    extra = ["--log-level", "none"] if args[0] == "ls" else ["--threads", str(settings.threads)]
+    extra = [] if args[0] == "ls" else ["--threads", str(settings.threads)]  # ls takes none
     command = _command(settings, [*args, *extra], folder, dbt_vars, quiet)
     results_file = folder / "run_results.json"
     if args[0] != "retry":  # retry reads its own --state; nothing else may read old results

@@ -310,8 +310,13 @@ class History:
         return history
 
     def last_success(self) -> dt.datetime | None:
+        """When the last successful run of the whole warehouse ended: a `--select` run or a
+        gates-only check rebuilt a part or nothing, so it does not count."""
         with self._connect() as con:
-            row = con.execute("select max(ended_at) from runs where status = 'success'").fetchone()
+            row = con.execute(
+                "select max(ended_at) from runs where status = 'success' and arguments like 'run%' "
+                "and arguments not like '%--select%'"
+            ).fetchone()
         return row[0] if row else None
 
     def runs(self, last: int) -> list[RunRecord]:

@@ -134,6 +134,20 @@ class Manifest:
             attached = next(iter(node.parents), attached)
         return self.layer(attached) if attached and attached != unique_id else "tests"
 
+    def tested_model(self, unique_id: str) -> str | None:
+        """The model (seed, snapshot) a data or unit test is about, by name; None otherwise."""
+        node = self.nodes.get(unique_id)
+        if node is None or node.resource_type not in {"test", "unit_test"}:
+            return None
+        candidates = (
+            [node.attached_node, *node.parents] if node.attached_node else list(node.parents)
+        )
+        for candidate in candidates:
+            parent = self.nodes.get(candidate or "")
+            if parent is not None and parent.resource_type in BUILT_TYPES:
+                return parent.name
+        return None
+
     def relation(self, unique_id: str) -> str | None:
         """The relation a node builds (or a source names); None for ephemeral models and tests."""
         node = self.nodes.get(unique_id)

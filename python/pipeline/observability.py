@@ -23,6 +23,7 @@ from openlineage.client.transport.file import FileConfig, FileTransport
 from openlineage.client.transport.http import HttpConfig, HttpTransport
 from openlineage.client.transport.transport import Transport
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import Settings
 from pipeline.gates import FreshnessCheck, VolumeVerdict
@@ -47,8 +48,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-def configure_logging(log_format: str) -> logging.Logger:
-    """Logs go to stderr in both formats; stdout is kept for the run summary."""
+def configure_logging(log_format: str, debug: bool = False) -> logging.Logger:
+    """Logs go to stderr in both formats; stdout is kept for the run summary.
+
+    Without `debug`, an error is one line; tracebacks are for `--debug`.
+    """
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
     logger.propagate = False
@@ -62,7 +66,7 @@ def configure_logging(log_format: str) -> logging.Logger:
             logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
         )
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
     return logger
 
 
@@ -85,11 +89,75 @@ class RunSummary:
     relations: dict[str, str] = field(default_factory=dict)  # unique_id -> relation name
     parents: dict[str, list[str]] = field(default_factory=dict)  # unique_id -> parent unique_ids
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+    tested: dict[str, str] = field(default_factory=dict)  # test unique_id -> model name
+    partial: bool = False  # a --select or gates-only run: it did not rebuild the warehouse
 
     @property
     def seconds(self) -> float:
         end = self.ended_at or dt.datetime.now(dt.UTC)
         return (end - self.started_at).total_seconds()
+
+
+MODEL_TYPES = frozenset({"model", "seed", "snapshot"})  # not tests, not hooks (operation)
+
+
+def _previous_model_samples(path: Path) -> list[tuple[str, dict[str, str], float]]:
+    """The per-model series of the metrics file being replaced (none if absent or unreadable)."""
+    try:
+        families = list(text_string_to_metric_families(path.read_text()))
+    except (OSError, ValueError):
+        return []
+    return [
+        (sample.name, dict(sample.labels), sample.value)
+        for family in families
+        if family.name.startswith("commerce_model_")
+        for sample in family.samples
+    ]
+
+
+def _model_series(registry: CollectorRegistry, summary: RunSummary, path: Path) -> None:
+    """Rows, build seconds and test counts per model, by model name (never a test's hash).
+
+    A partial run rebuilt a part: the other models keep the series of the run that built them,
+    read back from the file this one replaces.
+    """
+    rows = Gauge(
+        "commerce_model_rows",
+        "Rows in the relation after the run that last built it",
+        ["target", "node", "layer"],
+        registry=registry,
+    )
+    seconds = Gauge(
+        "commerce_model_duration_seconds",
+        "Build time of the model in the run that last built it",
+        ["target", "node", "layer"],
+        registry=registry,
+    )
+    tests = Gauge(
+        "commerce_model_tests",
+        "Data and unit tests of the model in the run that last tested it, by status",
+        ["target", "node", "status"],
+        registry=registry,
+    )
+    built = {node.name for node in summary.nodes if node.resource_type in MODEL_TYPES}
+    tested = set()
+    for node in summary.nodes:
+        if node.resource_type in MODEL_TYPES:
+            if node.row_count is not None:
+                rows.labels(summary.target, node.name, node.layer).set(node.row_count)
+            seconds.labels(summary.target, node.name, node.layer).set(node.seconds)
+        elif (model := summary.tested.get(node.unique_id)) is not None:
+            tested.add(model)
+            tests.labels(summary.target, model, node.status).inc()
+    for name, labels, value in _previous_model_samples(path):
+        if labels.get("target") != summary.target:
+            continue
+        if name == "commerce_model_tests" and labels["node"] not in tested:
+            tests.labels(**labels).set(value)
+        elif name in {"commerce_model_rows", "commerce_model_duration_seconds"} and (
+            labels["node"] not in built
+        ):
+            (rows if name == "commerce_model_rows" else seconds).labels(**labels).set(value)
 
 
 def write_metrics(path: Path, summary: RunSummary, last_success: dt.datetime | None) -> None:
@@ -108,26 +176,11 @@ def write_metrics(path: Path, summary: RunSummary, last_success: dt.datetime | N
     if last_success is not None:
         Gauge(
             "commerce_last_success_timestamp_seconds",
-            "When the last successful run ended",
+            "When the last successful run of the whole warehouse ended (not --select, not gates)",
             ["target"],
             registry=registry,
         ).labels(**labels).set(last_success.replace(tzinfo=dt.UTC).timestamp())
-    rows = Gauge(
-        "commerce_model_rows",
-        "Rows in the relation after the run",
-        ["target", "node", "layer"],
-        registry=registry,
-    )
-    seconds = Gauge(
-        "commerce_model_duration_seconds",
-        "Build or test time of the node",
-        ["target", "node", "layer"],
-        registry=registry,
-    )
-    for node in summary.nodes:
-        if node.row_count is not None:
-            rows.labels(summary.target, node.name, node.layer).set(node.row_count)
-        seconds.labels(summary.target, node.name, node.layer).set(node.seconds)
+    _model_series(registry, summary, path)
     age = Gauge(
         "commerce_source_freshness_age_seconds",
         "Age of the newest _loaded_at per source",

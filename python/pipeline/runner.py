@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import yaml
@@ -43,6 +43,7 @@ from pipeline.warehouse import load_volumes, queries_for, relation_sizes
 T = TypeVar("T")
 STAGING_SELECTOR = "path:seeds path:models/staging"
 CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+DBT_LEVELS = {"warn": logging.WARNING, "error": logging.ERROR}  # dbt events the log repeats
 KEEP_RUN_FOLDERS = 20  # artifacts of the last runs, for --retry and for people
 # The endings a person must look at; stale sources, locks and cancellations are retried later.
 NOTIFIED = frozenset({ExitCode.DBT_ERROR, ExitCode.USAGE, ExitCode.VOLUME})
@@ -84,6 +85,11 @@ def intersect(phase: str, select: tuple[str, ...]) -> list[str]:
     return [f"{p},{s}" for p in phase.split() for s in " ".join(select).split()]
 
 
+def _both(first: Callable[[Any], None], second: Callable[[Any], None], event: Any) -> None:
+    first(event)
+    second(event)
+
+
 class Runner:
     def __init__(
         self,
@@ -107,6 +113,7 @@ class Runner:
         self.run_dir = self.runs_dir / self.summary.run_id
         self.resumed_run = ""
         self.cancelled_by: int | None = None
+        self.summary.partial = bool(options.select) or not options.build
 
     # -- entry --------------------------------------------------------------------------------
 
@@ -155,7 +162,12 @@ class Runner:
             else:
                 raise
         except Exception as error:  # a crash must still be recorded and reported as exit 1
-            self.log.exception("run crashed")
+            self.log.error(
+                "run crashed: %s: %s",
+                type(error).__name__,
+                " ".join(str(error).split()),
+                exc_info=self.log.isEnabledFor(logging.DEBUG),
+            )
             code = self._finish(
                 ExitCode.DBT_ERROR,
                 self.summary.phase or "runner",
@@ -197,6 +209,17 @@ class Runner:
             )
             if lineage is not None:
                 self._observe("lineage", partial(lineage.abort, run_id))
+
+    def _dbt_event(self, event: Any) -> None:
+        """dbt's own warnings and errors, as lines of this run's log (JSON in JSON mode)."""
+        level = DBT_LEVELS.get(event.info.level)
+        if level is not None:
+            self.log.log(
+                level,
+                "dbt: %s",
+                " ".join(str(event.info.msg).split()),
+                extra={"fields": {"event": "dbt", "dbt_event": event.info.name}},
+            )
 
     def _observe(self, what: str, report: Callable[[], T]) -> T | None:
         """Lineage and metrics are reports about a run: when one fails (an endpoint down, a
@@ -341,7 +364,13 @@ class Runner:
                 f"landing_root {landing} does not exist: set landing_root (pipeline.yml or "
                 "PIPELINE_LANDING_ROOT) or generate the sample data",
             )
-        outcome = invoke(self.settings, ["parse"], target_path=self.run_dir / "parse", quiet=True)
+        outcome = invoke(
+            self.settings,
+            ["parse"],
+            target_path=self.run_dir / "parse",
+            quiet=True,
+            on_event=self._dbt_event,
+        )
         if not outcome.success:
             raise StopRun(
                 ExitCode.USAGE, "parse", f"dbt could not parse the project: {outcome.error}"
@@ -364,6 +393,7 @@ class Runner:
             ["ls", "--select", *self.options.select, "--output", "name"],
             target_path=self.run_dir / "select",
             quiet=True,
+            on_event=self._dbt_event,
         )
         if not outcome.success:
             raise StopRun(
@@ -445,6 +475,7 @@ class Runner:
             ["source", "freshness"],
             target_path=self.run_dir / "freshness",
             quiet=True,
+            on_event=self._dbt_event,
         )
         checks = gates.freshness_checks(
             read_json_artifact(self.run_dir / "freshness" / "sources.json"),
@@ -553,7 +584,7 @@ class Runner:
                 self.options.dbt_vars(),
                 target_path=self.run_dir / phase,
                 quiet=True,
-                on_event=on_event,
+                on_event=partial(_both, on_event, self._dbt_event),
             )
         self._collect_nodes(phase, outcome)
         if not outcome.success:
@@ -575,6 +606,9 @@ class Runner:
         )
         self.summary.parents.update(
             {uid: list(node.parents) for uid, node in manifest.nodes.items()}
+        )
+        self.summary.tested.update(
+            {uid: model for uid in manifest.nodes if (model := manifest.tested_model(uid))}
         )
         built = {
             r.unique_id: manifest.relation(r.unique_id)
@@ -625,9 +659,8 @@ class Runner:
                 extra={"fields": {"event": "run_failed", "exit_code": int(code), "phase": phase}},
             )
         if observe:
-            last_success = (
-                summary.ended_at if code == ExitCode.SUCCESS else self.history.last_success()
-            )
+            whole = code == ExitCode.SUCCESS and not summary.partial
+            last_success = summary.ended_at if whole else self.history.last_success()
             self._observe(
                 "metrics",
                 lambda: write_metrics(

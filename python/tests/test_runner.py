@@ -504,3 +504,105 @@ def test_a_run_killed_without_a_word_is_found_by_the_next_one(fresh_project: Pro
     runs = {run.run_id: run for run in project.history.runs(5)}
     assert (runs[killed].status, runs[killed].phase) == ("abandoned", "staging")
     assert _lineage_states(project, killed) == ["START", "ABORT"]
+
+
+def _metric_samples(project: Project) -> dict[str, list[tuple[dict[str, str], float]]]:
+    families = text_string_to_metric_families(project.settings.metrics_path.read_text())
+    return {f.name: [(dict(s.labels), s.value) for s in f.samples] for f in families}
+
+
+def test_metrics_name_models_and_a_partial_run_updates_only_what_it_built(
+    fresh_project: Project,
+) -> None:
+    project = fresh_project
+    assert project.pipeline("run")[0] == 0
+    full = _metric_samples(project)
+    nodes = {labels["node"] for labels, _ in full["commerce_model_rows"]}
+    assert "fct_orders" in nodes and "stg_landing__orders" in nodes
+    assert not any(node.isdigit() or "on-run-start" in node for node in nodes)
+    tests = {
+        labels["node"]: value
+        for labels, value in full["commerce_model_tests"]
+        if labels["status"] == "pass"
+    }
+    assert tests["fct_orders"] >= 5, "fct_orders' data tests are counted under its name"
+    assert not any(labels["node"].isdigit() for labels, _ in full["commerce_model_tests"])
+    last_success = full["commerce_last_success_timestamp_seconds"][0][1]
+
+    assert project.pipeline("run", "--select", "fct_daily_revenue")[0] == 0
+    partial = _metric_samples(project)
+    assert partial["commerce_last_success_timestamp_seconds"][0][1] == last_success, (
+        "a --select run is not a success of the whole warehouse"
+    )
+    rows = {labels["node"]: value for labels, value in partial["commerce_model_rows"]}
+    before = {labels["node"]: value for labels, value in full["commerce_model_rows"]}
+    assert rows["fct_orders"] == before["fct_orders"], (
+        "models the run did not build keep their series"
+    )
+    assert set(rows) == set(before)
+
+
+def test_json_logs_are_only_json_lines_dbt_errors_included(fresh_project: Project) -> None:
+    """A failing run in JSON mode: every stderr line is a JSON object, dbt's errors among them,
+    and nothing of dbt's coloured text reaches stdout or stderr."""
+    project = fresh_project
+    last = TODAY - dt.timedelta(days=2)
+    folder = project.settings.landing_root / "orders" / f"load_date={last}"
+    good = pq.read_table(folder / "part-0000.parquet")
+    rows = good.slice(0, 1).to_pylist()
+    rows[0].update(order_id=99_999_999, order_status="lost")
+    pq.write_table(
+        good.schema.empty_table().from_pylist(rows, schema=good.schema),
+        folder / "part-0001.parquet",
+    )
+    code, stdout, stderr = project.pipeline("run", "--log-format", "json")
+    assert code == 1
+    assert stdout.strip() == "", "JSON mode leaves stdout empty"
+    lines = [json.loads(line) for line in stderr.splitlines()]  # raises on any non-JSON line
+    dbt_lines = [line for line in lines if line.get("event") == "dbt"]
+    assert any(
+        "relationships_stg_landing__orders_order_status" in line["msg"] for line in dbt_lines
+    )
+    assert "\x1b[" not in stderr, "no terminal colour codes"
+
+
+def test_a_column_added_to_an_incremental_mart_gets_dbts_message_then_a_rebuild(
+    fresh_project: Project,
+) -> None:
+    """The contract grows by a column: the incremental run stops with dbt's own on_schema_change
+    message (never a binder error from our macros), and the documented rebuild publishes it."""
+    project = fresh_project
+    copy = _project_copy(project)
+    assert project.pipeline("run")[0] == 0
+    model = copy / "models" / "marts" / "core" / "fct_orders.sql"
+    sql = model.read_text()
+    sql = sql.replace(
+        "        order_total_usd > 0 and paid_usd >= order_total_usd as is_fully_paid,\n",
+        "        order_total_usd > 0 and paid_usd >= order_total_usd as is_fully_paid,\n"
+        "        line_count > 1 as is_multi_line,\n",
+    ).replace("    is_fully_paid,\n", "    is_fully_paid,\n    is_multi_line,\n")
+    model.write_text(sql)
+    models = copy / "models" / "marts" / "core" / "_core__models.yml"
+    models.write_text(
+        models.read_text().replace(
+            "      - name: is_fully_paid\n        description: True when completed payments cover "
+            "order_total_usd.\n        data_type: boolean\n",
+            "      - name: is_fully_paid\n        description: True when completed payments cover "
+            "order_total_usd.\n        data_type: boolean\n      - name: is_multi_line\n"
+            "        description: True when the order has more than one line.\n"
+            "        data_type: boolean\n",
+        )
+    )
+
+    code, _, stderr = project.pipeline("run")
+    assert code == 1, stderr
+    assert "out of sync" in stderr and "is_multi_line" in stderr
+    assert "Binder Error" not in stderr
+
+    code, _, stderr = project.pipeline("run", "--full-refresh", "--select", "fct_orders+")
+    assert code == 0, stderr
+    multi = project.warehouse.query(
+        "select count(*) filter (where is_multi_line), count(*) filter (where line_count > 1) "
+        "from marts.fct_orders"
+    )[0]
+    assert multi[0] == multi[1] > 0
