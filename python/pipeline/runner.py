@@ -113,6 +113,7 @@ class Runner:
         self.run_dir = self.runs_dir / self.summary.run_id
         self.resumed_run = ""
         self.cancelled_by: int | None = None
+        self.finishing = False
         self.summary.partial = bool(options.select) or not options.build
 
     # -- entry --------------------------------------------------------------------------------
@@ -121,13 +122,19 @@ class Runner:
         """Run under the lock; a busy lock is itself a recorded run with exit code 5."""
         started = self.summary.started_at.replace(tzinfo=None)
         self.recent_runs = self.history.runs(20)
-        self.history.start_run(
-            self.summary.run_id, self.settings.target, self.options.describe(), started
-        )
+
+        def record_start() -> None:
+            self.history.start_run(
+                self.summary.run_id, self.settings.target, self.options.describe(), started
+            )
+
         try:
             with RunLock(
                 self.settings.resolve(self.settings.lock_path), self.summary.run_id
             ) as lock:
+                # Recorded `running` only under the lock: any other `running` row the holder
+                # finds belongs to a run that died (see _close_abandoned_runs).
+                record_start()
                 if lock.stale_holder:
                     self.log.warning(
                         "took over a stale lock left by %s",
@@ -136,6 +143,7 @@ class Runner:
                     )
                 return self._execute_locked()
         except LockBusy as busy:
+            record_start()
             return self._finish(ExitCode.LOCKED, "lock", str(busy), observe=False)
 
     def _execute_locked(self) -> int:
@@ -184,7 +192,8 @@ class Runner:
         """SIGTERM and SIGINT end the run cleanly: dbt is interrupted where it is (it cancels
         its open queries), then the run is recorded as cancelled like any other ending."""
         self.cancelled_by = signum
-        raise KeyboardInterrupt
+        if not self.finishing:  # the recording of the ending itself is never interrupted
+            raise KeyboardInterrupt
 
     def _finish_cancelled(self) -> int:
         signum = self.cancelled_by or signal.SIGTERM
@@ -213,7 +222,9 @@ class Runner:
     def _dbt_event(self, event: Any) -> None:
         """dbt's own warnings and errors, as lines of this run's log (JSON in JSON mode)."""
         level = DBT_LEVELS.get(event.info.level)
-        if level is not None:
+        # A stack trace is for --debug; after a cancel, dbt's errors only echo the interrupt.
+        trace = event.info.name.endswith("StackTrace") and not self.log.isEnabledFor(logging.DEBUG)
+        if level is not None and not trace and self.cancelled_by is None:
             self.log.log(
                 level,
                 "dbt: %s",
@@ -644,6 +655,7 @@ class Runner:
         observe: bool = True,
         status: str | None = None,
     ) -> int:
+        self.finishing = True
         summary = self.summary
         summary.ended_at = dt.datetime.now(dt.UTC)
         summary.exit_code = int(code)
