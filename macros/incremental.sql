@@ -31,6 +31,18 @@
     {{ return(none if start is none else [modules.datetime.date.fromisoformat(start | string), modules.datetime.date.fromisoformat(end | string)]) }}
 {% endmacro %}
 
+{#-
+    The run's clock as a SQL literal. A watermark never moves past it: a stored value from the
+    future (the contract gate rejects new ones) cannot freeze what the next runs read.
+-#}
+{% macro run_clock(kind='timestamp') -%}
+    {%- if kind == 'date' -%}
+        date '{{ run_started_at.strftime("%Y-%m-%d") }}'
+    {%- else -%}
+        cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as timestamp)
+    {%- endif -%}
+{%- endmacro %}
+
 {#- Predicate on a landing partition column for an incremental staging read. -#}
 {% macro load_date_filter(column='load_date', watermark_column='_load_date') -%}
     {%- set window = backfill_window() -%}
@@ -38,7 +50,10 @@
         {{ column }} between date '{{ window[0] }}' and date '{{ window[1] }}'
     {%- else -%}
         {{ column }} >= (
-            select {{ date_days_before('max(' ~ watermark_column ~ ')', var('lookback_days')) }}
+            select {{ date_days_before(
+                'least(max(' ~ watermark_column ~ '), ' ~ run_clock('date') ~ ')',
+                var('lookback_days'),
+            ) }}
             from {{ this }}
         )
     {%- endif -%}
@@ -50,7 +65,11 @@
     {%- if window -%}
         cast('{{ window[0] }} 00:00:00' as timestamp)
     {%- else -%}
-        (select max({{ column }}) - interval {{ var('lookback_days') }} day from {{ this }})
+        (
+            select least(max({{ column }}), {{ run_clock('timestamp') }})
+                - interval {{ var('lookback_days') }} day
+            from {{ this }}
+        )
     {%- endif -%}
 {%- endmacro %}
 
