@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import re
 
-FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+)
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*=")
 
 
@@ -34,7 +40,9 @@ def parse_line(line: str) -> tuple[list[set[int]], str]:
     parts = line.split(None, 5)
     if len(parts) < 6 or not parts[5].strip():
         raise ValueError(f"a job line needs five time fields and a command: {line!r}")
-    fields = [_values(text, low, high) for text, (_, low, high) in zip(parts[:5], FIELDS)]
+    fields = [
+        _values(text, low, high) for text, (_, low, high) in zip(parts[:5], FIELDS, strict=True)
+    ]
     return fields, parts[5]
 
 

@@ -43,7 +43,9 @@ def airflow_bin() -> Path:
     stamp = AIRFLOW_VENV / ".installed"
     if not stamp.exists() or stamp.read_text() != AIRFLOW_PIN:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(AIRFLOW_VENV)], check=True)
-        subprocess.run([str(AIRFLOW_VENV / "bin" / "pip"), "install", "--quiet", AIRFLOW_PIN], check=True)
+        subprocess.run(
+            [str(AIRFLOW_VENV / "bin" / "pip"), "install", "--quiet", AIRFLOW_PIN], check=True
+        )
         stamp.write_text(AIRFLOW_PIN)
     return AIRFLOW_VENV / "bin" / "airflow"
 
@@ -70,7 +72,9 @@ class Deployment:
             "PIPELINE_METRICS_PATH": str(root / "metrics" / "commerce.prom"),
             "PIPELINE_LINEAGE_PATH": str(root / "lineage" / "events.jsonl"),
         }
-        subprocess.run([str(airflow_bin()), "db", "migrate"], env=self.env, check=True, capture_output=True)
+        subprocess.run(
+            [str(airflow_bin()), "db", "migrate"], env=self.env, check=True, capture_output=True
+        )
 
     def pipeline(self, *args: str) -> None:
         subprocess.run([str(PIPELINE), *args], env=self.env, check=True, capture_output=True)
@@ -78,7 +82,9 @@ class Deployment:
     def states(self) -> list[tuple[str, int]]:
         """(state, try_number) of every task instance, from Airflow's metadata DB."""
         with sqlite3.connect(self.root / "airflow" / "airflow.db") as con:
-            return con.execute("select coalesce(state, ''), try_number from task_instance").fetchall()
+            return con.execute(
+                "select coalesce(state, ''), try_number from task_instance"
+            ).fetchall()
 
     def dags_test(self, stop_at: set[str], timeout: float = 150) -> tuple[str, int, str]:
         """`airflow dags test` of today's run until the task reaches a state in `stop_at`.
@@ -89,20 +95,31 @@ class Deployment:
         with log.open("w") as out:
             process = subprocess.Popen(
                 [str(airflow_bin()), "dags", "test", "commerce_warehouse", TODAY.isoformat()],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             try:
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline:
-                    states = self.states() if (self.root / "airflow" / "airflow.db").exists() else []
+                    states = (
+                        self.states() if (self.root / "airflow" / "airflow.db").exists() else []
+                    )
                     if states and states[0][0] in stop_at:
                         return states[0][0], states[0][1], log.read_text()
                     if process.poll() is not None and (not states or states[0][0] not in stop_at):
                         time.sleep(1)
                         states = self.states()
-                        return (states[0][0] if states else "", states[0][1] if states else 0, log.read_text())
+                        return (
+                            states[0][0] if states else "",
+                            states[0][1] if states else 0,
+                            log.read_text(),
+                        )
                     time.sleep(1)
-                raise AssertionError(f"no final state in {timeout}s: {self.states()}\n{log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"no final state in {timeout}s: {self.states()}\n{log.read_text()[-3000:]}"
+                )
             finally:
                 if process.poll() is None:
                     os.killpg(process.pid, signal.SIGKILL)
@@ -125,8 +142,14 @@ def test_dag_imports_without_errors(airflow: Path, tmp_path: Path) -> None:
         "assert task.retries >= 1 and task.execution_timeout and task.retry_delay\n"
         "print(type(dag.timetable).__name__)\n"
     )
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "PYTHONWARNINGS": "error::DeprecationWarning"}
-    result = subprocess.run([str(airflow.parent / "python"), "-c", code], env=env, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "PYTHONWARNINGS": "error::DeprecationWarning",
+    }
+    result = subprocess.run(
+        [str(airflow.parent / "python"), "-c", code], env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("CronDataIntervalTimetable")
 
@@ -137,13 +160,16 @@ def test_command_maps_backfill_intervals_to_load_dates(airflow: Path) -> None:
         f"sys.path.insert(0, {str(DAG_FOLDER)!r})\n"
         "import commerce_warehouse as m\n"
         "utc = dt.timezone.utc\n"
-        "s, e = dt.datetime(2026, 11, 1, 0, 30, tzinfo=utc), dt.datetime(2026, 11, 4, 0, 30, tzinfo=utc)\n"
+        "s = dt.datetime(2026, 11, 1, 0, 30, tzinfo=utc)\n"
+        "e = dt.datetime(2026, 11, 4, 0, 30, tzinfo=utc)\n"
         "print(m.pipeline_command('backfill', s, e)[1:])\n"
         "print(m.pipeline_command('scheduled', s, e)[1:])\n"
         "print(m.exit_code(-15), m.exit_code(-2), m.exit_code(3))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "COMMERCE_PIPELINE_CONFIG"}
-    result = subprocess.run([str(airflow.parent / "python"), "-c", code], env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(airflow.parent / "python"), "-c", code], env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines() == [
         "['run', '--start-date', '2026-11-01', '--end-date', '2026-11-03']",
@@ -154,12 +180,19 @@ def test_command_maps_backfill_intervals_to_load_dates(airflow: Path) -> None:
 
 def test_fresh_landing_succeeds_and_builds_the_marts(airflow: Path, tmp_path: Path) -> None:
     deployment = Deployment(tmp_path)
-    deployment.pipeline("generate", "--scale", "0.01", "--days", "5", "--landing-root", str(deployment.landing))
+    deployment.pipeline(
+        "generate", "--scale", "0.01", "--days", "5", "--landing-root", str(deployment.landing)
+    )
     state, tries, log = deployment.dags_test({"success", "failed", "up_for_retry"})
     assert (state, tries) == ("success", 1), log[-3000:]
     assert "pipeline run exited 0 (run id " in log and "success (exit 0)" in log
     with duckdb.connect(str(deployment.warehouse), read_only=True) as con:
-        marts = {name for (name,) in con.sql("select table_name from information_schema.tables where table_schema = 'marts'").fetchall()}
+        marts = {
+            name
+            for (name,) in con.sql(
+                "select table_name from information_schema.tables where table_schema = 'marts'"
+            ).fetchall()
+        }
         assert set(MARTS) <= marts
         assert con.sql("select count(*) from marts.fct_orders").fetchone()[0] > 0  # type: ignore[index]
 
@@ -168,7 +201,15 @@ def test_stale_landing_is_up_for_retry(airflow: Path, tmp_path: Path) -> None:
     deployment = Deployment(tmp_path)
     stale_end = (TODAY - dt.timedelta(days=7)).isoformat()
     deployment.pipeline(
-        "generate", "--scale", "0.01", "--days", "5", "--end-date", stale_end, "--landing-root", str(deployment.landing)
+        "generate",
+        "--scale",
+        "0.01",
+        "--days",
+        "5",
+        "--end-date",
+        stale_end,
+        "--landing-root",
+        str(deployment.landing),
     )
     state, tries, log = deployment.dags_test({"success", "failed", "up_for_retry"})
     assert (state, tries) == ("up_for_retry", 1), log[-3000:]
@@ -183,7 +224,15 @@ def test_volume_anomaly_fails_without_retry(airflow: Path, tmp_path: Path) -> No
     deployment = Deployment(tmp_path)
     end = (TODAY - dt.timedelta(days=2)).isoformat()
     deployment.pipeline(
-        "generate", "--scale", "0.02", "--days", "10", "--end-date", end, "--landing-root", str(deployment.landing)
+        "generate",
+        "--scale",
+        "0.02",
+        "--days",
+        "10",
+        "--end-date",
+        end,
+        "--landing-root",
+        str(deployment.landing),
     )
     deployment.pipeline("run")  # ten good loads: the gate now judges by history, not only bounds
     deployment.pipeline("generate", "--append-day", "--landing-root", str(deployment.landing))

@@ -1,4 +1,4 @@
-"""Pull-request tooling: the pre-commit hooks and the GitHub workflow parse and say what we rely on."""
+"""Pull-request tooling: the pre-commit hooks and the GitHub workflow parse and do their job."""
 
 from __future__ import annotations
 
@@ -22,7 +22,14 @@ def _hooks() -> dict[str, dict[str, object]]:
 
 def test_pre_commit_hooks_are_local_system_hooks() -> None:
     hooks = _hooks()
-    assert set(hooks) == {"sqlfluff-lint", "no-select-star", "ruff-check", "ruff-format", "yamllint", "dbt-parse"}
+    assert set(hooks) == {
+        "sqlfluff-lint",
+        "no-select-star",
+        "ruff-check",
+        "ruff-format",
+        "yamllint",
+        "dbt-parse",
+    }
     assert all(hook["language"] == "system" for hook in hooks.values())
     assert hooks["yamllint"]["files"] == r"\.ya?ml$"
     assert str(hooks["ruff-format"]["entry"]).endswith("format --check")
@@ -32,7 +39,10 @@ def test_no_select_star_hook_rejects_select_star(tmp_path: Path) -> None:
     """Run the hook's own entry the way pre-commit does (entry + file names)."""
     entry = shlex.split(str(_hooks()["no-select-star"]["entry"]))
     bad, good = tmp_path / "bad.sql", tmp_path / "good.sql"
-    bad.write_text("with orders as (\n    select * from {{ ref('stg_orders') }}\n)\nselect order_id from orders\n")
+    bad.write_text(
+        "with orders as (\n    select * from {{ ref('stg_orders') }}\n)\n"
+        "select order_id from orders\n"
+    )
     good.write_text("select order_id, customer_id from {{ ref('stg_orders') }}\n")
     assert subprocess.run([*entry, str(good)], capture_output=True).returncode == 0
     assert subprocess.run([*entry, str(good), str(bad)], capture_output=True).returncode == 1
@@ -48,4 +58,6 @@ def test_workflow_runs_the_readme_commands_and_slim_ci() -> None:
     assert '--select state:modified+ --defer --favor-state --state "$STATE_PATH"' in runs
     for step in workflow["jobs"]["lint-and-slim-ci"]["steps"]:
         if "run" in step:
-            assert subprocess.run(["bash", "-n"], input=step["run"], text=True).returncode == 0, step["name"]
+            assert subprocess.run(["bash", "-n"], input=step["run"], text=True).returncode == 0, (
+                step["name"]
+            )

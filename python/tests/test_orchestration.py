@@ -21,7 +21,7 @@ TIMER = ORCHESTRATION / "systemd" / "commerce-warehouse.timer"
 def test_cron_file_parses_and_runs_the_pipeline_through_the_wrapper() -> None:
     jobs = job_lines((ORCHESTRATION / "cron" / "commerce-warehouse.cron").read_text())
     assert len(jobs) == 1
-    (minute, hour, dom, month, dow), command = parse_line(jobs[0])
+    (minute, hour, dom, month, _dow), command = parse_line(jobs[0])
     assert (minute, hour) == ({30}, {0}) and len(dom) == 31 and len(month) == 12
     assert "orchestration/bin/retry-later .venv/bin/pipeline run" in command
     assert "/srv" not in command
@@ -48,7 +48,10 @@ def test_systemd_units_have_the_keys_that_make_retry_later_work() -> None:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify_accepts_the_units() -> None:
     result = subprocess.run(
-        ["systemd-analyze", "verify", str(SERVICE), str(TIMER)], capture_output=True, text=True, cwd=SERVICE.parent
+        ["systemd-analyze", "verify", str(SERVICE), str(TIMER)],
+        capture_output=True,
+        text=True,
+        cwd=SERVICE.parent,
     )
     # verify warns (exit 0) about a missing User= or EnvironmentFile on this machine; errors exit 1.
     assert result.returncode == 0, result.stderr
@@ -83,5 +86,9 @@ def test_retry_later_retries_only_3_and_5(
 ) -> None:
     script, calls = _script(tmp_path, codes)
     env = {"PATH": "/usr/bin:/bin", "RETRY_ATTEMPTS": str(attempts), "RETRY_DELAY": "0"}
-    result = subprocess.run([str(RETRY_LATER), str(script)], env=env, capture_output=True, text=True)
-    assert (result.returncode, int(calls.read_text())) == (expected_exit, expected_calls), result.stderr
+    result = subprocess.run(
+        [str(RETRY_LATER), str(script)], env=env, capture_output=True, text=True
+    )
+    assert (result.returncode, int(calls.read_text())) == (expected_exit, expected_calls), (
+        result.stderr
+    )

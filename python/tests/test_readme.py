@@ -18,7 +18,9 @@ CHECKED = {"python", "sh", "cron"}
 
 def blocks(text: str) -> list[tuple[str, str, int]]:
     """(language, body, line number) of every fenced block in `text`."""
-    return [(m.group(1), m.group(2), text.count("\n", 0, m.start()) + 1) for m in _FENCE.finditer(text)]
+    return [
+        (m.group(1), m.group(2), text.count("\n", 0, m.start()) + 1) for m in _FENCE.finditer(text)
+    ]
 
 
 def test_fence_extraction_finds_blocks_and_languages() -> None:
@@ -38,12 +40,16 @@ def test_readme_has_the_blocks_we_check() -> None:
 
 
 @pytest.mark.parametrize(
-    "language, body, line", README_BLOCKS, ids=[f"line{line}-{lang or 'text'}" for lang, _, line in README_BLOCKS]
+    "language, body, line",
+    README_BLOCKS,
+    ids=[f"line{line}-{lang or 'text'}" for lang, _, line in README_BLOCKS],
 )
 def test_readme_block(language: str, body: str, line: int, tmp_path: Path) -> None:
     if language == "python":
         compile(body, f"README.md:{line}", "exec")
-        assert "airflow" not in body, "the Airflow example lives in orchestration/airflow/, point to it"
+        assert "airflow" not in body, (
+            "the Airflow example lives in orchestration/airflow/, point to it"
+        )
     elif language == "sh":
         script = tmp_path / "block.sh"
         script.write_text(body)
