@@ -56,6 +56,12 @@ class Settings(BaseModel):
     )
     log_format: Literal["text", "json"] = "text"
     threads: int = Field(default=2, ge=1, le=64)
+    keep_generations: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="published DuckDB warehouse files kept for `pipeline rollback`",
+    )
     future_tolerance_minutes: int = Field(
         default=15,
         ge=0,
