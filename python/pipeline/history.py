@@ -1,6 +1,6 @@
 """Run history in an embedded DuckDB file: one row per run, per node, per gate check.
 
-It is the memory the volume gate learns from (only successful runs count) and what
+It is the memory the volume and null-rate gates learn from (only successful runs count) and what
 `pipeline history` and the last-success metric read. A separate file from the warehouse, so
 the runner never contends with dbt for the warehouse's write lock.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from pipeline.gates import FreshnessCheck, VolumeVerdict
+from pipeline.gates import FreshnessCheck, NullRateVerdict, VolumeVerdict
 from pipeline.landing import Violation
 
 CONNECT_ATTEMPTS = 40  # about 40 s in all with the linear back-off
@@ -38,6 +38,10 @@ create table if not exists acceptances (
 create table if not exists gate_checks (
     run_id varchar, gate varchar, subject varchar, load_date date, observed double,
     low double, high double, passed boolean, status varchar, detail varchar
+);
+create table if not exists null_rates (
+    run_id varchar, subject varchar, column_name varchar, load_date date, row_count bigint,
+    null_count bigint, null_rate double, low double, high double, passed boolean, detail varchar
 );
 """
 
@@ -258,6 +262,50 @@ class History:
         ]
         self._write("insert into gate_checks values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
+    def record_null_rates(self, run_id: str, verdicts: Iterable[NullRateVerdict]) -> None:
+        """Every rate measured goes to `null_rates` (the drift baseline, and what a person reads
+        to see a column empty out); a failed one also to `gate_checks`, where every gate's
+        failures are, so the report and `pipeline history` readers see it beside the others."""
+        verdicts = list(verdicts)
+        self._write(
+            "insert into null_rates values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                [
+                    run_id,
+                    v.subject,
+                    v.column,
+                    v.load_date,
+                    v.rows,
+                    v.nulls,
+                    v.rate,
+                    v.low,
+                    v.high,
+                    v.passed,
+                    v.basis,
+                ]
+                for v in verdicts
+            ],
+        )
+        self._write(
+            "insert into gate_checks values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                [
+                    run_id,
+                    "null_rate",
+                    f"{v.subject}.{v.column}",
+                    v.load_date,
+                    v.rate,
+                    v.low,
+                    v.high,
+                    False,
+                    "error",
+                    v.message(),
+                ]
+                for v in verdicts
+                if not v.passed
+            ],
+        )
+
     def accept(self, subject: str, load_date: dt.date, reason: str, accepted_by: str) -> None:
         """An operator vouches for an anomalous load: the next run passes it (`pipeline accept`)."""
         self._write(
@@ -307,6 +355,34 @@ class History:
             ).fetchall()
         for subject, load_date, observed in rows:
             history[subject].append((load_date, int(observed)))
+        return history
+
+    def null_rate_history(
+        self, subjects: Iterable[str]
+    ) -> dict[tuple[str, str], list[tuple[dt.date, float]]]:
+        """Null rate per load seen by successful runs, per (model, column), newest load first.
+
+        One query; a load measured by several successful runs counts once, with the rate of
+        the latest of them (as for volume).
+        """
+        names = sorted(set(subjects))
+        history: dict[tuple[str, str], list[tuple[dt.date, float]]] = {}
+        if not names:
+            return history
+        with self._connect() as con:
+            rows = con.execute(
+                """
+                select n.subject, n.column_name, n.load_date, arg_max(n.null_rate, r.started_at)
+                from null_rates as n
+                join runs as r using (run_id)
+                where r.status = 'success' and list_contains(?, n.subject)
+                group by n.subject, n.column_name, n.load_date
+                order by n.subject, n.column_name, n.load_date desc
+            """,
+                [names],
+            ).fetchall()
+        for subject, column, load_date, rate in rows:
+            history.setdefault((subject, column), []).append((load_date, float(rate)))
         return history
 
     def last_success(self) -> dt.datetime | None:

@@ -1,6 +1,7 @@
 """`pipeline run`: the phases of a run, each a gate or a dbt invocation, in order.
 
-    lock -> contract gate -> freshness gate -> build seeds + staging -> volume gate -> the rest
+    lock -> contract gate -> freshness gate -> build seeds + staging -> volume gate
+         -> null-rate gate -> the rest
 
 A gate that fails stops the run before the next layer, so marts are never built from data
 that failed a gate. Every run, however it ends, is recorded in the history, the metrics file
@@ -38,7 +39,7 @@ from pipeline.notify import report_and_notify
 from pipeline.observability import Lineage, RunSummary, write_metrics
 from pipeline.report import DEFAULT_OUTPUT
 from pipeline.summary import dbt_progress, summary_table
-from pipeline.warehouse import load_volumes, queries_for, relation_sizes
+from pipeline.warehouse import load_null_counts, load_volumes, queries_for, relation_sizes
 
 T = TypeVar("T")
 STAGING_SELECTOR = "path:seeds path:models/staging"
@@ -272,6 +273,7 @@ class Runner:
                 self._timed("staging", lambda: self._build("staging", staging))
         self._timed("volume", lambda: self._volume_gate(manifest))
         if self.options.build:
+            self._timed("nulls", lambda: self._null_rate_gate(manifest))
             if resume == "downstream":
                 self._timed(
                     "downstream", lambda: self._dbt("downstream", self._retry_args("downstream"))
@@ -581,6 +583,56 @@ class Runner:
                 "anomalous volume, downstream not built: " + "; ".join(v.message() for v in failed),
             )
 
+    def _null_rate_gate(self, manifest: Manifest) -> None:
+        """Null rate of every staging column in each new load (the volume gate's), judged by
+        gates.judge_null_rates. Only after a build: it reads what staging just built."""
+        subjects = manifest.null_rate_subjects()
+        past = self.history.volume_history(subjects)
+        queries = queries_for(self.settings)
+        counts = {
+            name: load_null_counts(
+                queries,
+                subject.relation,
+                subject.columns,
+                gates.new_load_since(past[name], self.options.start_date),
+                self.options.end_date,
+            )
+            for name, subject in subjects.items()
+        }
+        verdicts = gates.judge_null_rates(
+            {name: subject.policy for name, subject in subjects.items()},
+            counts,
+            self.history.null_rate_history(subjects),
+            self.history.acceptances(),
+        )
+        self.summary.null_rates = verdicts
+        failed = [v for v in verdicts if not v.passed]
+        self.log.info(
+            "null rates: %d of %d columns per load ok", len(verdicts) - len(failed), len(verdicts)
+        )
+        for verdict in [v for v in verdicts if v.broken][:50]:
+            self.log.log(
+                logging.WARNING if verdict.passed else logging.ERROR,  # accepted: still said
+                verdict.message(),
+                extra={
+                    "fields": {
+                        "event": "null_rate",
+                        "subject": verdict.subject,
+                        "column": verdict.column,
+                        "load_date": verdict.load_date.isoformat(),
+                        "rate": verdict.rate,
+                        "rules": list(verdict.broken),
+                    }
+                },
+            )
+        if failed:
+            raise StopRun(
+                ExitCode.VOLUME,
+                "nulls",
+                "anomalous null rates, downstream not built: "
+                + "; ".join(v.message() for v in failed[:10]),
+            )
+
     def _build(self, phase: str, selection: list[str]) -> None:
         args = ["build", *selection]
         if self.options.full_refresh:
@@ -665,6 +717,7 @@ class Runner:
         reporting = time.perf_counter()
         self.history.record_nodes(summary.run_id, summary.nodes)
         self.history.record_volume(summary.run_id, summary.volume)
+        self.history.record_null_rates(summary.run_id, summary.null_rates)
         if message:
             self.log.error(
                 message,
