@@ -148,9 +148,11 @@ def run(
     debug: DebugOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Freshness gate, staging, volume gate, then intermediate and marts with their tests.
+    """Contract and freshness gates, staging, volume and null-rate gates, then intermediate
+    and marts with their tests.
 
-    Exit codes: 0 ok, 1 dbt error, 2 usage, 3 stale source, 4 volume anomaly, 5 locked.
+    Exit codes: 0 ok, 1 dbt error, 2 usage, 3 stale source, 4 landing data judged bad
+    (contract, volume or null rate), 5 locked.
     --start-date/--end-date reprocess exactly the loads in that window (a backfill).
     """
     settings = _settings(config, target=target, log_format=log_format)
@@ -183,7 +185,10 @@ def gates(
     debug: DebugOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Run the freshness and volume gates on what has landed, without building anything."""
+    """Run the contract, freshness and volume gates on what has landed, building nothing.
+
+    The null-rate gate is not among them: it measures the staging models a run builds.
+    """
     settings = _settings(config, target=target, log_format=log_format)
     options = _run_options(None, False, None, None, False, build=False)
     raise typer.Exit(_execute(settings, options, debug))
@@ -249,11 +254,12 @@ def accept(
     load_date: Annotated[
         dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="The load to accept.")
     ],
-    reason: Annotated[str, typer.Option(help="Why this volume is real (recorded in the history).")],
+    reason: Annotated[str, typer.Option(help="Why this load is real (recorded in the history).")],
     by: Annotated[str | None, typer.Option(help="Who accepts (default: the login name).")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Accept an anomalous load the volume gate stopped: the next run passes it and learns.
+    """Accept an anomalous load the volume or null-rate gate stopped: the next run passes it
+    (both gates, for that model's load) and learns from it.
 
     Who accepted which load and why goes into the history, for the next person to read.
     """

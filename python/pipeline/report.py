@@ -67,7 +67,7 @@ NODE_COLOURS = {
 BUILT_TYPES = ("model", "seed", "snapshot")
 TEST_TYPES = ("test", "unit_test")
 FAILING = ("fail", "error", "runtime error")
-PHASE_ORDER = ("freshness", "staging", "volume", "downstream", "row_counts", "report")
+PHASE_ORDER = ("freshness", "staging", "volume", "nulls", "downstream", "row_counts", "report")
 
 
 class ReportError(ValueError):
