@@ -415,12 +415,15 @@ def test_a_warehouse_file_held_by_another_process_is_a_lock_exit_5(fresh_project
 def test_a_corrupt_history_is_named_in_one_line_and_rebuilt_from_its_journal(
     fresh_project: Project,
 ) -> None:
-    """The volume baseline lives in the history: a damaged file is never silently discarded."""
+    """The volume and null-rate baselines live in the history: a damaged file is never
+    silently discarded."""
     project = fresh_project
     assert project.pipeline("run")[0] == 0
     before = [(run.run_id, run.status) for run in project.history.runs(10)]
     judged = project.history.volume_history(["stg_landing__orders"])["stg_landing__orders"]
     assert judged, "the first run judged every load"
+    rates = project.history.null_rate_history(["stg_landing__events"])
+    assert len(rates[("stg_landing__events", "customer_id")]) == len(judged)
     project.settings.history_path.write_bytes(b"this is not a duckdb file" * 100)
 
     code, stdout, stderr = project.pipeline("run")
@@ -433,6 +436,7 @@ def test_a_corrupt_history_is_named_in_one_line_and_rebuilt_from_its_journal(
     rebuilt = History(project.settings.history_path)
     assert [(run.run_id, run.status) for run in rebuilt.runs(10)] == before
     assert rebuilt.volume_history(["stg_landing__orders"])["stg_landing__orders"] == judged
+    assert rebuilt.null_rate_history(["stg_landing__events"]) == rates
     assert project.settings.history_path.with_name("history.duckdb.corrupt").exists()
     assert project.pipeline("run")[0] == 0
 
