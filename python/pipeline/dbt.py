@@ -187,3 +187,20 @@ def read_json_artifact(path: Path) -> dict[str, Any]:
         return {}
     loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
+
+
+def release_duckdb() -> None:
+    """Close the DuckDB instance dbt-duckdb keeps open in this process between invocations.
+
+    dbt runs in-process, and dbt-duckdb caches its database instance across commands (it only
+    closes it when the credentials change). The publish step renames and copies warehouse
+    files: an instance still open on one would write its log and checkpoint into a file that
+    has moved, or hide un-checkpointed writes from a copy. Closing checkpoints the file.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        environment = DuckDBConnectionManager._ENV
+        if environment is not None:
+            environment.close()
+            DuckDBConnectionManager._ENV = None
