@@ -121,6 +121,8 @@ class Runner:
         self.publisher = publisher_for(settings)
         self.build_settings = settings  # where dbt writes: the run's private state, once prepared
         self.published: dict[str, Any] | None = None
+        self.parsed: Any = None  # dbt's Manifest from the parse phase, reused by every invocation
+        self.manifest: Manifest | None = None  # the same parse, as the runner reads it
         self.summary.partial = bool(options.select) or not options.build
 
     # -- entry --------------------------------------------------------------------------------
@@ -441,6 +443,7 @@ class Runner:
         outcome = invoke(
             self.settings,
             ["parse"],
+            self.options.dbt_vars(),  # the vars every later invocation of the run passes
             target_path=self.run_dir / "parse",
             quiet=True,
             on_event=self._dbt_event,
@@ -449,7 +452,9 @@ class Runner:
             raise StopRun(
                 ExitCode.USAGE, "parse", f"dbt could not parse the project: {outcome.error}"
             )
+        self.parsed = outcome.parsed
         manifest = Manifest.load(self.run_dir / "parse" / "manifest.json")
+        self.manifest = manifest
         self.summary.sources.update(
             {uid: source.relation_name for uid, source in manifest.sources.items()}
         )
@@ -468,6 +473,7 @@ class Runner:
             target_path=self.run_dir / "select",
             quiet=True,
             on_event=self._dbt_event,
+            manifest=self.parsed,
         )
         if not outcome.success:
             raise StopRun(
@@ -550,6 +556,7 @@ class Runner:
             target_path=self.run_dir / "freshness",
             quiet=True,
             on_event=self._dbt_event,
+            manifest=self.parsed,
         )
         checks = gates.freshness_checks(
             read_json_artifact(self.run_dir / "freshness" / "sources.json"),
@@ -659,6 +666,7 @@ class Runner:
                 target_path=self.run_dir / phase,
                 quiet=True,
                 on_event=partial(_both, on_event, self._dbt_event),
+                manifest=self.parsed,
             )
         self._collect_nodes(phase, outcome)
         if not outcome.success:
@@ -674,7 +682,8 @@ class Runner:
             raise StopRun(ExitCode.DBT_ERROR, phase, f"dbt {args[0]} failed in {phase}: {detail}")
 
     def _collect_nodes(self, phase: str, outcome: DbtOutcome) -> None:
-        manifest = Manifest.load(self.run_dir / phase / "manifest.json")
+        # The run's one parse is what every invocation ran from (dbt writes no other manifest).
+        manifest = self.manifest or Manifest.load(self.run_dir / phase / "manifest.json")
         self.summary.relations.update(
             {uid: rel for uid in manifest.nodes if (rel := manifest.relation(uid))}
         )
