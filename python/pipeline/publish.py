@@ -141,7 +141,7 @@ class DuckDBPublisher:
             os.link(generation, incoming)
         except OSError:  # a filesystem without hard links: a copy, still renamed atomically
             shutil.copyfile(generation, incoming)
-        os.replace(incoming, self.published)
+        incoming.replace(self.published)  # rename(2): atomic on one filesystem
         # A log left by a reader of the old file must not be replayed into the new one.
         self.published.with_name(self.published.name + ".wal").unlink(missing_ok=True)
 
@@ -184,4 +184,9 @@ def publisher_for(settings: Settings) -> Publisher:
     """The publish mechanism of the settings' engine."""
     if settings.target == "duckdb":
         return DuckDBPublisher(settings, keep=settings.keep_generations)
+    if settings.target == "spark_local":
+        from pipeline.iceberg import IcebergPublisher  # imports pyspark only when used
+
+        return IcebergPublisher(settings)
+    # The Thrift target reaches no JVM: it needs the SQL route described in pipeline.iceberg.
     return InPlacePublisher(settings)
