@@ -16,7 +16,9 @@ from pipeline import generator
 from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.exits import ExitCode
 from pipeline.history import History, HistoryError
+from pipeline.lock import LockBusy, RunLock
 from pipeline.observability import configure_logging
+from pipeline.publish import PublishError, roll_back
 from pipeline.report import report_command
 from pipeline.runner import Runner, RunOptions
 
@@ -218,10 +220,13 @@ def history(
         "exit",
         "seconds",
         "phase",
+        "published",
         "message",
     ):
         table.add_column(column, overflow="fold")
-    for record in _history(settings).runs(last):
+    runs = _history(settings)
+    published = runs.published_by()
+    for record in runs.runs(last):
         seconds = (
             ""
             if record.ended_at is None
@@ -236,6 +241,7 @@ def history(
             "" if record.exit_code is None else str(record.exit_code),
             seconds,
             record.phase or "",
+            published.get(record.run_id, ""),
             (record.message or "")[:300],
         )
     out.print(table)
@@ -267,6 +273,36 @@ def accept(
     out.print(
         f"accepted {subject} load {load_date.date().isoformat()} ({who}: {reason.strip()}); "
         "the next run passes it"
+    )
+
+
+@app.command()
+def rollback(
+    to: Annotated[
+        str, typer.Option("--to", help="Run id (or its first characters) whose state to restore.")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Publish again the state an earlier successful run published: the undo for a bad day.
+
+    Consumers see the restored marts at once; the next run builds on them and judges the
+    undone runs' loads again. Exit 5 while a run holds the lock, 2 for a run with nothing to
+    restore (never published, or its DuckDB generation no longer kept).
+    """
+    settings = _settings(config)
+    history_file = _history(settings)
+    try:
+        with RunLock(settings.resolve(settings.lock_path), f"rollback --to {to}"):
+            restored, undone = roll_back(settings, history_file, to)
+    except LockBusy as busy:
+        err.print(f"[red]locked:[/red] {busy}", highlight=False)
+        raise typer.Exit(ExitCode.LOCKED) from None
+    except PublishError as error:
+        err.print(f"[red]rollback error:[/red] {error}", highlight=False)
+        raise typer.Exit(ExitCode.USAGE) from None
+    out.print(
+        f"published the state of run {restored} again; rolled back: "
+        f"{', '.join(run[:8] for run in undone) or 'no later run'}"
     )
 
 

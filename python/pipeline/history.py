@@ -35,6 +35,9 @@ create table if not exists node_runs (
 create table if not exists acceptances (
     subject varchar, load_date date, reason varchar, accepted_by varchar, accepted_at timestamp
 );
+create table if not exists publishes (
+    run_id varchar, target varchar, published_at timestamp, state json, restored_from varchar
+);
 create table if not exists gate_checks (
     run_id varchar, gate varchar, subject varchar, load_date date, observed double,
     low double, high double, passed boolean, status varchar, detail varchar
@@ -257,6 +260,79 @@ class History:
             for c in checks
         ]
         self._write("insert into gate_checks values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def record_publish(
+        self,
+        run_id: str,
+        target: str,
+        published_at: dt.datetime,
+        state: dict[str, Any],
+        restored_from: str | None = None,
+    ) -> None:
+        """What a run made visible to consumers (a file generation, Iceberg snapshot ids)."""
+        self._write(
+            "insert into publishes values (?, ?, ?, ?, ?)",
+            [[run_id, target, published_at, json.dumps(state, sort_keys=True), restored_from]],
+        )
+
+    def published_state(self, run_id: str) -> dict[str, Any] | None:
+        """The state `run_id` published (or, for a rollback, republished); None if nothing."""
+        with self._connect() as con:
+            row = con.execute(
+                "select state from publishes where run_id = ? order by published_at desc limit 1",
+                [run_id],
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def published_by(self) -> dict[str, str]:
+        """run id -> a short description of what it published, for `pipeline history`."""
+        with self._connect() as con:
+            rows = con.execute(
+                "select run_id, state, restored_from from publishes order by published_at"
+            ).fetchall()
+        described = {}
+        for run_id, state, restored_from in rows:
+            parsed = json.loads(state)
+            if "generation" in parsed:
+                what = f"file {str(parsed['generation'])[:8]}"
+            else:
+                what = f"{len(parsed.get('snapshots', {}))} Iceberg snapshots"
+            described[run_id] = f"{what} (rollback)" if restored_from else what
+        return described
+
+    def roll_back_after(self, run_id: str) -> list[str]:
+        """Runs that succeeded after `run_id` are `rolled_back`: their loads no longer count as
+        judged, so the next run judges them again against a history without them."""
+        with self._connect() as con:
+            later = [
+                row[0]
+                for row in con.execute(
+                    "select run_id from runs where status = 'success' and started_at > "
+                    "(select started_at from runs where run_id = ?) and arguments like 'run%' "
+                    "order by started_at",
+                    [run_id],
+                ).fetchall()
+            ]
+        self._write(
+            "update runs set status = 'rolled_back' where run_id = ?",
+            [[later_run] for later_run in later],
+        )
+        # Rolling forward again to a state that was rolled back makes its run count again.
+        self._write(
+            "update runs set status = 'success' where run_id = ? and status = 'rolled_back'",
+            [[run_id]],
+        )
+        return later
+
+    def published_runs(self, prefix: str) -> list[str]:
+        """Ids of runs that published something and start with `prefix` (as history shows)."""
+        with self._connect() as con:
+            rows = con.execute(
+                "select distinct run_id from publishes where starts_with(run_id, ?) "
+                "order by run_id",
+                [prefix],
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def accept(self, subject: str, load_date: dt.date, reason: str, accepted_by: str) -> None:
         """An operator vouches for an anomalous load: the next run passes it (`pipeline accept`)."""

@@ -67,7 +67,16 @@ NODE_COLOURS = {
 BUILT_TYPES = ("model", "seed", "snapshot")
 TEST_TYPES = ("test", "unit_test")
 FAILING = ("fail", "error", "runtime error")
-PHASE_ORDER = ("freshness", "staging", "volume", "downstream", "row_counts", "report")
+PHASE_ORDER = (
+    "prepare",
+    "freshness",
+    "staging",
+    "volume",
+    "downstream",
+    "publish",
+    "row_counts",
+    "report",
+)
 
 
 class ReportError(ValueError):
@@ -218,8 +227,15 @@ def read_history(
             where, params = "where started_at >= ?", [_naive_utc(since)]
         order = "order by started_at" if reader.has("runs", "started_at") else ""
         runs = reader.select("runs", run_columns, f"{where} {order}", params)
+        publishes = (
+            reader.select("publishes", ["run_id", "state", "restored_from"])
+            if reader.has("publishes", "run_id")
+            else []
+        )
+        published = {row["run_id"]: _published_label(row) for row in publishes}
         for run in runs:
             run["phase_seconds"] = _phase_seconds(run["phase_seconds"])
+            run["published"] = published.get(run["run_id"], "")
         focus = _focus(runs, run_id)
         run_ids = [run["run_id"] for run in runs]
         node_columns = [
@@ -274,6 +290,16 @@ def read_history(
         parents = _parents_from_manifest(manifest_path)
         parents_from = f"manifest {manifest_path}" if parents else "none"
     return ReportData(runs, focus, nodes, gates, parents, parents_from, since)
+
+
+def _published_label(row: dict[str, Any]) -> str:
+    """What a run made visible: its DuckDB file generation, or how many Iceberg snapshots."""
+    state = json.loads(row["state"]) if isinstance(row["state"], str) else dict(row["state"])
+    if "generation" in state:
+        what = f"file generation {str(state['generation']).split('/')[0][:8]}"
+    else:
+        what = f"{len(state.get('snapshots', {}))} Iceberg snapshots"
+    return f"{what} (rollback to {str(row['restored_from'])[:8]})" if row["restored_from"] else what
 
 
 def _focus(runs: list[dict[str, Any]], run_id: str | None) -> dict[str, Any] | None:
@@ -339,7 +365,8 @@ def runs_figure(data: ReportData) -> go.Figure:
             marker=dict(size=12, symbol="diamond", color=STATUS_COLOURS.get(status, "#7f7f7f")),
             hovertext=[
                 f"{data.runs[i]['run_id']}<br>{status} exit {data.runs[i]['exit_code']} "
-                f"phase {data.runs[i]['phase']}"
+                f"phase {data.runs[i]['phase']}<br>published: "
+                f"{data.runs[i].get('published') or 'nothing'}"
                 for i in picked
             ],
             hoverinfo="text",
@@ -702,11 +729,11 @@ exit {{ blank(focus.exit_code) }}, phase {{ blank(focus.phase) }}, started {{ fo
 {% endfor %}
 <section id="runs"><h2>Runs, newest first</h2>
 <table><tr><th>started (UTC)</th><th>run</th><th>status</th><th>exit</th><th>phase</th>
-<th>seconds</th><th>message</th></tr>
+<th>seconds</th><th>published</th><th>message</th></tr>
 {% for run in runs | reverse %}<tr><td>{{ run.started_at }}</td><td>{{ run.run_id[:8] }}</td>
 <td class="status" style="color: {{ colour(run.status) }}">{{ run.status }}</td>
 <td>{{ blank(run.exit_code) }}</td><td>{{ blank(run.phase) }}</td>
-<td>{{ "%.1f" | format(duration(run)) }}</td>
+<td>{{ "%.1f" | format(duration(run)) }}</td><td>{{ run.published or "nothing" }}</td>
 <td class="msg">{{ (run.message or "")[:500] }}</td></tr>
 {% endfor %}</table></section>
 </body></html>

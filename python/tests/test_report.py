@@ -260,6 +260,12 @@ def test_report_renders_every_chart_without_errors(history: History, tmp_path: P
     assert exits == list(reversed(EXPECTED_EXITS))
     statuses = [row[2] for row in facts.table_rows if row]
     assert statuses == ["success", "volume", "success", "dbt_error"]
+    # What each run published: a successful run its own file generation, a failed one nothing.
+    published = [(row[1], row[6]) for row in facts.table_rows if row]
+    assert [text for _, text in published] == [
+        f"file generation {run}" if status == "success" else "nothing"
+        for (run, _), status in zip(published, statuses, strict=True)
+    ]
 
     shot = tmp_path / "report.png"
     result = chromium(

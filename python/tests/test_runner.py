@@ -177,10 +177,16 @@ def test_retry_resumes_only_what_failed_or_was_skipped(fresh_project: Project) -
     )
     code, _, stderr = project.pipeline("run")
     assert code == 1 and "fct_daily_revenue" in stderr
-    assert project.history.runs(1)[0].phase == "downstream"
-    assert "fct_orders" in project.marts()
+    failed = project.history.runs(1)[0]
+    assert failed.phase == "downstream"
+    assert project.marts() == {"fct_daily_revenue"}, "the failed run published nothing"
 
-    project.warehouse.query("drop table marts.fct_daily_revenue")
+    # The failed run's private copy is kept for --retry: the person fixes it there.
+    generations = project.settings.warehouse_path.with_name("warehouse.generations")
+    kept = generations / f"{failed.run_id}.unpublished" / "warehouse.duckdb"
+    with duckdb.connect(str(kept)) as con:
+        assert con.sql("select count(*) from marts.fct_orders").fetchone() != (0,)
+        con.execute("drop table marts.fct_daily_revenue")
     # A person compiles one model by hand in between: its run_results.json is not the runner's.
     assert project.warehouse.dbt("compile", "--select", "dim_customers").success
     code, _, stderr = project.pipeline("run", "--retry")
