@@ -19,7 +19,7 @@ import pytest
 
 from conftest import MARTS, Warehouse, make_landing, make_settings
 from pipeline import generator
-from pipeline.iceberg import IcebergPublisher
+from pipeline.iceberg import IcebergPublisher, branch_name
 
 pytestmark = pytest.mark.spark
 
@@ -336,3 +336,41 @@ def test_iceberg_failed_runs_leave_main_untouched_and_the_next_equals_a_full_ref
     assert _consumer_marts() == before_marts
     publisher.restore(clean.published)
     assert _consumer_marts() == incremental
+
+
+def test_pipeline_run_on_spark_publishes_through_iceberg_and_a_failed_run_publishes_nothing(
+    wap: tuple[SparkWarehouse, IcebergPublisher], tmp_path: Path
+) -> None:
+    """The runner drives the IcebergPublisher: the run history records every table's snapshot
+    id, and a run failing a mart test exits 1 with every main where the last run left it."""
+    from pipeline.history import History
+    from pipeline.observability import configure_logging
+    from pipeline.runner import Runner, RunOptions
+
+    warehouse, publisher = wap
+    today = dt.datetime.now(dt.UTC).date()
+    landing = make_landing(
+        tmp_path / "landing", days=5, scale=0.01, end_date=today - dt.timedelta(2)
+    )
+    settings = make_settings(
+        tmp_path, landing, target="spark_local", spark_dir=warehouse.settings.spark_dir
+    )
+    history = History(settings.history_path)
+    logger = configure_logging("text")
+    assert Runner(settings, RunOptions(full_refresh=True), logger).execute() == 0
+    good = history.runs(1)[0]
+    mains = _mains(publisher)
+    assert history.published_state(good.run_id) == {"engine": "iceberg", "snapshots": mains}
+    before = _consumer_marts()
+
+    _new_day_with_unknown_customer(landing)
+    assert Runner(settings, RunOptions(), logger).execute() == 1
+    failed = history.runs(1)[0]
+    assert failed.run_id != good.run_id and history.published_state(failed.run_id) is None
+    assert _mains(publisher) == mains, "the failed run moved no main"
+    assert _consumer_marts() == before
+    # The runner keeps a run that failed in a dbt phase for `--retry`: its branch stays,
+    # unpublished, until a retry publishes it or the next run removes it.
+    kept = {"main", branch_name(failed.run_id)}
+    for table in mains:
+        assert {name for name, _ in _refs_and_history(warehouse, table)[0]} <= kept, table
