@@ -32,6 +32,7 @@ import re
 from typing import Any, Protocol
 
 from pipeline.config import Settings
+from pipeline.exits import failpoint
 from pipeline.publish import PublishError
 
 WAP_CONF = "spark.wap.branch"
@@ -314,6 +315,8 @@ class IcebergPublisher:
                 if step["after"] is not None:
                     self.catalog.fast_forward(table, branch)
                     moved.append(table)
+                    if len(moved) == 1:
+                        failpoint("publish:fast-forwarded")  # one table new, the rest old
         except Exception as error:
             self._put_back({table: plan[table]["before"] for table in moved}, only=set(moved))
             self.journal.unlink()
