@@ -186,6 +186,11 @@ def publisher_for(settings: Settings) -> Publisher:
     """The publish mechanism of the settings' engine."""
     if settings.target == "duckdb":
         return DuckDBPublisher(settings, keep=settings.keep_generations)
+    if settings.target == "spark_local":
+        from pipeline.iceberg import IcebergPublisher  # imports pyspark only when used
+
+        return IcebergPublisher(settings)
+    # The Thrift target reaches no JVM: it needs the SQL route described in pipeline.iceberg.
     return InPlacePublisher(settings)
 
 

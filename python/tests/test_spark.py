@@ -7,14 +7,19 @@ JVM starts once. Exact comparison: integers, decimals, dates and strings must be
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import MARTS, Warehouse, make_landing, make_settings
 from pipeline import generator
+from pipeline.iceberg import IcebergPublisher, branch_name
 
 pytestmark = pytest.mark.spark
 
@@ -147,3 +152,225 @@ def test_pipeline_run_on_spark_gates_builds_and_records(
         0
     ]
     assert landed > 0
+
+
+# Write-audit-publish on Iceberg (issue 16): the publisher driven around dbt builds the way
+# the runner drives it (begin, the run's dbt phases, then publish or discard).
+
+BAD_CUSTOMER = 999_999_999  # a customer id no load ever carries
+
+
+@dataclass
+class WapRun:
+    """What one run did: its id, whether every phase passed, and what it published."""
+
+    run_id: str
+    success: bool
+    published: dict[str, Any] | None
+    during: dict[str, list[tuple[Any, ...]]]  # the marts as another session saw them mid-run
+
+
+@pytest.fixture(scope="module")
+def wap(
+    engines: tuple[Warehouse, SparkWarehouse, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[SparkWarehouse, IcebergPublisher]:
+    """The module's Spark catalog, emptied, and a landing zone of its own."""
+    _, spark, _ = engines
+    root = tmp_path_factory.mktemp("wap")
+    landing = make_landing(root / "landing", days=5, scale=0.01, end_date=dt.date(2026, 3, 20))
+    settings = make_settings(
+        root, landing, target="spark_local", spark_dir=spark.settings.spark_dir
+    )
+    warehouse = SparkWarehouse(settings)
+    publisher = IcebergPublisher(settings)
+    for table in publisher.catalog.tables():  # built by the tests above, without WAP
+        publisher.catalog.drop(table)
+    return warehouse, publisher
+
+
+def _consumer_marts() -> dict[str, list[tuple[Any, ...]]]:
+    """The marts as another Spark session reads them: `main`, whatever the run's session does."""
+    from pyspark.sql import SparkSession
+
+    consumer = SparkSession.builder.getOrCreate().newSession()
+    return {
+        mart: [
+            tuple(row)
+            for row in consumer.sql(f"select * from marts.{mart} order by {KEYS[mart]}").collect()
+        ]
+        for mart in MARTS
+        if consumer.catalog.tableExists(f"marts.{mart}")
+    }
+
+
+def _wap_run(
+    warehouse: SparkWarehouse,
+    publisher: IcebergPublisher,
+    *phases: list[str],
+    dbt_vars: list[dict[str, Any] | None] | None = None,
+) -> WapRun:
+    run_id = str(uuid.uuid4())
+    publisher.begin(run_id, None)
+    success = True
+    for index, args in enumerate(phases):
+        outcome = warehouse.dbt(*args, dbt_vars=(dbt_vars or [None] * len(phases))[index])
+        if not outcome.success:
+            success = False
+            break
+    during = _consumer_marts()
+    if success:
+        return WapRun(run_id, True, publisher.publish(run_id), during)
+    publisher.discard(run_id, keep_for_retry=False)
+    return WapRun(run_id, False, None, during)
+
+
+def _mains(publisher: IcebergPublisher) -> dict[str, int | None]:
+    catalog = publisher.catalog
+    return {table: catalog.main_snapshot(table) for table in catalog.tables()}
+
+
+def _refs_and_history(warehouse: SparkWarehouse, table: str) -> tuple[Any, ...]:
+    """Iceberg's own metadata tables: every ref of the table and main's snapshot log."""
+    refs = sorted(warehouse.query(f"select name, snapshot_id from spark_catalog.{table}.refs"))
+    log = warehouse.query(f"select snapshot_id from spark_catalog.{table}.history")
+    return tuple(refs), tuple(sorted(row[0] for row in log))
+
+
+def _new_day_with_unknown_customer(landing: Path) -> tuple[Path, Path]:
+    """The next load, with one order for a customer that never lands; returns the damaged
+    file and a copy of the original (the upstream's fix)."""
+    day, _ = generator.append_day(landing)
+    path = landing / "orders" / f"load_date={day}" / "part-0000.parquet"
+    # Outside the landing zone: Spark reads every file of a partition folder, whatever its name.
+    original = landing.parent / f"orders-{day}.parquet"
+    shutil.copy(path, original)
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("customer_id")
+    values = table.column(index).to_pylist()
+    values[0] = BAD_CUSTOMER
+    pq.write_table(
+        table.set_column(index, "customer_id", pa.array(values, table.schema.field(index).type)),
+        path,
+    )
+    return path, original
+
+
+def test_iceberg_first_run_failure_publishes_nothing_then_a_run_publishes_all(
+    wap: tuple[SparkWarehouse, IcebergPublisher],
+) -> None:
+    warehouse, publisher = wap
+    landing = warehouse.settings.landing_root
+    damaged, original = _new_day_with_unknown_customer(landing)
+
+    failed = _wap_run(warehouse, publisher, ["build"])
+    assert not failed.success, "the order of a customer that never lands fails a mart test"
+    assert all(not rows for rows in failed.during.values()), "nothing published mid-run"
+    assert all(main is None for main in _mains(publisher).values()), "no main on any table"
+    assert _consumer_marts() == {} or all(not rows for rows in _consumer_marts().values())
+
+    shutil.move(original, damaged)  # the upstream repairs its file
+    first = _wap_run(warehouse, publisher, ["build"])
+    assert first.success and first.published is not None
+    assert first.during == {} or all(not rows for rows in first.during.values())
+    mains = _mains(publisher)
+    assert first.published == {"engine": "iceberg", "snapshots": mains}
+    assert set(mains) >= {f"marts.{mart}" for mart in MARTS} | {"snapshots.snap_customers"}
+    assert all(main is not None for main in mains.values())
+    published = _consumer_marts()
+    assert all(published[mart] for mart in MARTS), "every mart published, in the same step"
+    assert published == _contents(warehouse)
+    for table in mains:
+        refs, _ = _refs_and_history(warehouse, table)
+        assert [name for name, _ in refs] == ["main"], f"{table} keeps no branch"
+
+
+def test_iceberg_failed_runs_leave_main_untouched_and_the_next_equals_a_full_refresh(
+    wap: tuple[SparkWarehouse, IcebergPublisher],
+) -> None:
+    warehouse, publisher = wap
+    landing = warehouse.settings.landing_root
+    before_mains = _mains(publisher)
+    before_marts = _consumer_marts()
+    before_meta = {table: _refs_and_history(warehouse, table) for table in before_mains}
+    assert all(before_mains.values()), "the test above published a first state"
+
+    damaged, original = _new_day_with_unknown_customer(landing)
+    failed = _wap_run(warehouse, publisher, ["build"])
+    assert not failed.success
+    assert failed.during == before_marts, "mid-run, other sessions read the published state"
+    assert _mains(publisher) == before_mains, "a failed mart test moved no main"
+    assert _consumer_marts() == _contents(warehouse) == before_marts
+    assert {t: _refs_and_history(warehouse, t) for t in before_mains} == before_meta
+
+    # A model error after staging was written on the branch: the runner's phases, staging
+    # first, then everything downstream (seeds and the snapshot too) where one model fails.
+    shutil.move(original, damaged)
+    broken = _wap_run(
+        warehouse,
+        publisher,
+        ["build", "--select", "staging"],
+        ["build", "--exclude", "staging"],
+        dbt_vars=[None, {"lookback_days": "not_a_number"}],
+    )
+    assert not broken.success
+    assert _mains(publisher) == before_mains, "a model error moved no main"
+    assert _consumer_marts() == before_marts
+    assert {t: _refs_and_history(warehouse, t) for t in before_mains} == before_meta
+
+    clean = _wap_run(warehouse, publisher, ["build"])
+    assert clean.success and clean.published is not None
+    assert clean.during == before_marts
+    incremental = _consumer_marts()
+    assert incremental != before_marts, "the repaired load is published"
+    moved = _mains(publisher)
+    assert all(moved[table] != before_mains[table] for table in (f"marts.{m}" for m in MARTS))
+
+    refreshed = _wap_run(warehouse, publisher, ["build", "--full-refresh"])
+    assert refreshed.success, "a full refresh rebuilds existing tables on the branch"
+    assert refreshed.during == incremental, "a full refresh is isolated too"
+    assert _consumer_marts() == incremental, "the incremental runs equal a full refresh"
+
+    # pipeline rollback --to <clean run>: every main back at the recorded snapshot.
+    publisher.restore(before_published := {"engine": "iceberg", "snapshots": before_mains})
+    assert _mains(publisher) == before_published["snapshots"]
+    assert _consumer_marts() == before_marts
+    publisher.restore(clean.published)
+    assert _consumer_marts() == incremental
+
+
+def test_pipeline_run_on_spark_publishes_through_iceberg_and_a_failed_run_publishes_nothing(
+    wap: tuple[SparkWarehouse, IcebergPublisher], tmp_path: Path
+) -> None:
+    """The runner drives the IcebergPublisher: the run history records every table's snapshot
+    id, and a run failing a mart test exits 1 with every main where the last run left it."""
+    from pipeline.history import History
+    from pipeline.observability import configure_logging
+    from pipeline.runner import Runner, RunOptions
+
+    warehouse, publisher = wap
+    today = dt.datetime.now(dt.UTC).date()
+    landing = make_landing(
+        tmp_path / "landing", days=5, scale=0.01, end_date=today - dt.timedelta(2)
+    )
+    settings = make_settings(
+        tmp_path, landing, target="spark_local", spark_dir=warehouse.settings.spark_dir
+    )
+    history = History(settings.history_path)
+    logger = configure_logging("text")
+    assert Runner(settings, RunOptions(full_refresh=True), logger).execute() == 0
+    good = history.runs(1)[0]
+    mains = _mains(publisher)
+    assert history.published_state(good.run_id) == {"engine": "iceberg", "snapshots": mains}
+    before = _consumer_marts()
+
+    _new_day_with_unknown_customer(landing)
+    assert Runner(settings, RunOptions(), logger).execute() == 1
+    failed = history.runs(1)[0]
+    assert failed.run_id != good.run_id and history.published_state(failed.run_id) is None
+    assert _mains(publisher) == mains, "the failed run moved no main"
+    assert _consumer_marts() == before
+    # The runner keeps a run that failed in a dbt phase for `--retry`: its branch stays,
+    # unpublished, until a retry publishes it or the next run removes it.
+    kept = {"main", branch_name(failed.run_id)}
+    for table in mains:
+        assert {name for name, _ in _refs_and_history(warehouse, table)[0]} <= kept, table
