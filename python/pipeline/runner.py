@@ -37,6 +37,7 @@ from pipeline.manifest import BUILT_TYPES, Manifest
 from pipeline.notify import report_and_notify
 from pipeline.observability import Lineage, RunSummary, write_metrics
 from pipeline.report import DEFAULT_OUTPUT
+from pipeline.state import StateArgs, state_args
 from pipeline.summary import dbt_progress, summary_table
 from pipeline.warehouse import load_volumes, queries_for, relation_sizes
 
@@ -114,6 +115,7 @@ class Runner:
         self.resumed_run = ""
         self.cancelled_by: int | None = None
         self.finishing = False
+        self.state = StateArgs()  # --state/--defer when a selector uses state: (slim CI)
         self.summary.partial = bool(options.select) or not options.build
 
     # -- entry --------------------------------------------------------------------------------
@@ -253,6 +255,7 @@ class Runner:
         self._prune_run_folders()
         if self.settings.target == "duckdb":
             self._timed("warehouse", self._check_warehouse_free)
+        self.state = self._timed("select", lambda: state_args(self.settings, self.options.select))
         manifest = self._timed("parse", self._parse)
         if self.options.select and self.options.build:
             self._timed("select", self._check_selection)
@@ -401,7 +404,7 @@ class Runner:
         selection = " ".join(self.options.select)
         outcome = invoke(
             self.settings,
-            ["ls", "--select", *self.options.select, "--output", "name"],
+            ["ls", "--select", *self.options.select, *self.state.select, "--output", "name"],
             target_path=self.run_dir / "select",
             quiet=True,
             on_event=self._dbt_event,
@@ -582,7 +585,7 @@ class Runner:
             )
 
     def _build(self, phase: str, selection: list[str]) -> None:
-        args = ["build", *selection]
+        args = ["build", *selection, *self.state.build]
         if self.options.full_refresh:
             args.append("--full-refresh")
         self._dbt(phase, args)
