@@ -112,13 +112,14 @@ def test_state_modified_builds_only_the_change_and_its_children(tmp_path: Path) 
     expected = {
         node
         for node in _descendants(manifest, MODIFIED)
-        if node.split(".")[0] in {"model", "test", "snapshot", "seed", "unit_test"}
+        if node.split(".")[0] in {"model", "test", "snapshot", "seed", "unit_test", "exposure"}
         and not (node.startswith("test.") and set(manifest["parent_map"][node]) & staged)
     }
     assert MODIFIED in expected and any(node.startswith("test.") for node in expected)
+    assert "exposure.commerce.revenue_dashboard" in expected  # consumers are selected too
     assert any(node.startswith("model.commerce.fct_") for node in expected)
     assert ran == expected
-    assert all(r["status"] in {"success", "pass", "warn"} for r in results)
+    assert all(r["status"] in {"success", "pass", "warn", "no-op"} for r in results)
     # Unselected parents were deferred to production, not rebuilt; the history agrees.
     assert "model.commerce.stg_landing__payments" not in ran
     nodes = {node.unique_id for node in project.history.nodes(project.history.runs(1)[0].run_id)}
