@@ -141,7 +141,7 @@ class DuckDBPublisher:
             os.link(generation, incoming)
         except OSError:  # a filesystem without hard links: a copy, still renamed atomically
             shutil.copyfile(generation, incoming)
-        os.replace(incoming, self.published)
+        incoming.replace(self.published)
         # A log left by a reader of the old file must not be replayed into the new one.
         self.published.with_name(self.published.name + ".wal").unlink(missing_ok=True)
 
