@@ -255,7 +255,7 @@ class Runner:
         self._prune_run_folders()
         if self.settings.target == "duckdb":
             self._timed("warehouse", self._check_warehouse_free)
-        self.state = self._timed("select", lambda: state_args(self.settings, self.options.select))
+        self.state = state_args(self.settings, self.options.select)  # exit 2 before any build
         manifest = self._timed("parse", self._parse)
         if self.options.select and self.options.build:
             self._timed("select", self._check_selection)
