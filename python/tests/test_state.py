@@ -20,7 +20,8 @@ import yaml
 
 from conftest import TODAY, Project, make_landing
 from pipeline import PROJECT_DIR
-from pipeline.state import uses_state
+from pipeline.config import load_settings
+from pipeline.state import StateArgs, state_args, uses_state
 
 MODIFIED = "model.commerce.int_payments_converted"
 PROJECT_FILES = ("dbt_project.yml", "models", "macros", "seeds", "snapshots", "tests", "profiles")
@@ -149,3 +150,16 @@ def test_a_state_selector_without_a_state_manifest_exits_2(
     run = project.history.runs(1)[0]
     assert (run.status, run.exit_code, run.phase) == ("usage", 2, "select")
     assert not project.settings.warehouse_path.exists()  # nothing was built
+
+
+def test_state_path_comes_from_the_environment_and_adds_state_and_defer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "manifest.json").write_text("{}")
+    monkeypatch.setenv("PIPELINE_STATE_PATH", str(tmp_path))
+    settings = load_settings(overrides={"project_dir": tmp_path})
+    assert settings.state_path == tmp_path
+    args = state_args(settings, ("state:modified+",))
+    assert args.select == ["--state", str(tmp_path)]
+    assert args.build == ["--state", str(tmp_path), "--defer"]
+    assert state_args(settings, ("fct_orders+",)) == StateArgs()  # no state: no extra args
