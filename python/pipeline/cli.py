@@ -16,7 +16,9 @@ from pipeline import generator
 from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.exits import ExitCode
 from pipeline.history import History, HistoryError
+from pipeline.lock import LockBusy, RunLock
 from pipeline.observability import configure_logging
+from pipeline.publish import PublishError, roll_back
 from pipeline.report import report_command
 from pipeline.runner import Runner, RunOptions
 
@@ -148,9 +150,11 @@ def run(
     debug: DebugOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Freshness gate, staging, volume gate, then intermediate and marts with their tests.
+    """Contract and freshness gates, staging, volume and null-rate gates, then intermediate
+    and marts with their tests.
 
-    Exit codes: 0 ok, 1 dbt error, 2 usage, 3 stale source, 4 volume anomaly, 5 locked.
+    Exit codes: 0 ok, 1 dbt error, 2 usage, 3 stale source, 4 landing data judged bad
+    (contract, volume or null rate), 5 locked.
     --start-date/--end-date reprocess exactly the loads in that window (a backfill).
     """
     settings = _settings(config, target=target, log_format=log_format)
@@ -183,7 +187,10 @@ def gates(
     debug: DebugOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Run the freshness and volume gates on what has landed, without building anything."""
+    """Run the contract, freshness and volume gates on what has landed, building nothing.
+
+    The null-rate gate is not among them: it measures the staging models a run builds.
+    """
     settings = _settings(config, target=target, log_format=log_format)
     options = _run_options(None, False, None, None, False, build=False)
     raise typer.Exit(_execute(settings, options, debug))
@@ -218,10 +225,13 @@ def history(
         "exit",
         "seconds",
         "phase",
+        "published",
         "message",
     ):
         table.add_column(column, overflow="fold")
-    for record in _history(settings).runs(last):
+    runs = _history(settings)
+    published = runs.published_by()
+    for record in runs.runs(last):
         seconds = (
             ""
             if record.ended_at is None
@@ -236,6 +246,7 @@ def history(
             "" if record.exit_code is None else str(record.exit_code),
             seconds,
             record.phase or "",
+            published.get(record.run_id, ""),
             (record.message or "")[:300],
         )
     out.print(table)
@@ -249,11 +260,12 @@ def accept(
     load_date: Annotated[
         dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="The load to accept.")
     ],
-    reason: Annotated[str, typer.Option(help="Why this volume is real (recorded in the history).")],
+    reason: Annotated[str, typer.Option(help="Why this load is real (recorded in the history).")],
     by: Annotated[str | None, typer.Option(help="Who accepts (default: the login name).")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Accept an anomalous load the volume gate stopped: the next run passes it and learns.
+    """Accept an anomalous load the volume or null-rate gate stopped: the next run passes it
+    (both gates, for that model's load) and learns from it.
 
     Who accepted which load and why goes into the history, for the next person to read.
     """
@@ -267,6 +279,36 @@ def accept(
     out.print(
         f"accepted {subject} load {load_date.date().isoformat()} ({who}: {reason.strip()}); "
         "the next run passes it"
+    )
+
+
+@app.command()
+def rollback(
+    to: Annotated[
+        str, typer.Option("--to", help="Run id (or its first characters) whose state to restore.")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Publish again the state an earlier successful run published: the undo for a bad day.
+
+    Consumers see the restored marts at once; the next run builds on them and judges the
+    undone runs' loads again. Exit 5 while a run holds the lock, 2 for a run with nothing to
+    restore (never published, or its DuckDB generation no longer kept).
+    """
+    settings = _settings(config)
+    history_file = _history(settings)
+    try:
+        with RunLock(settings.resolve(settings.lock_path), f"rollback --to {to}"):
+            restored, undone = roll_back(settings, history_file, to)
+    except LockBusy as busy:
+        err.print(f"[red]locked:[/red] {busy}", highlight=False)
+        raise typer.Exit(ExitCode.LOCKED) from None
+    except PublishError as error:
+        err.print(f"[red]rollback error:[/red] {error}", highlight=False)
+        raise typer.Exit(ExitCode.USAGE) from None
+    out.print(
+        f"published the state of run {restored} again; rolled back: "
+        f"{', '.join(run[:8] for run in undone) or 'no later run'}"
     )
 
 

@@ -52,6 +52,7 @@ class DbtOutcome:
     results: list[NodeResult] = field(default_factory=list)
     error: str | None = None
     listed: list[str] = field(default_factory=list)  # what `dbt ls` printed
+    parsed: Any = None  # `dbt parse`: dbt's Manifest object, for the run's later invocations
 
     @property
     def failed_nodes(self) -> list[NodeResult]:
@@ -117,12 +118,15 @@ def invoke(
     target_path: Path | None = None,
     quiet: bool = False,
     on_event: Callable[[Any], None] | None = None,
+    manifest: Any = None,
 ) -> DbtOutcome:
     """Run one dbt command in this process and collect its run results.
 
     The runner gives every invocation of a run its own `target_path`
     (target/runs/<run_id>/<phase>), so what it reads was written by that invocation and by
     nothing else: never a previous run's artifact, never one of a person's `dbt compile`.
+    `manifest` is the run's own parse (DbtOutcome.parsed): dbt then skips parsing, which a
+    fresh target folder would otherwise make a full parse every time.
     """
     folder = target_path or settings.resolve(settings.target_path)
     extra = [] if args[0] == "ls" else ["--threads", str(settings.threads)]  # ls takes none
@@ -130,7 +134,9 @@ def invoke(
     results_file = folder / "run_results.json"
     if args[0] != "retry":  # retry reads its own --state; nothing else may read old results
         results_file.unlink(missing_ok=True)
-    result = dbtRunner(callbacks=[on_event] if on_event else None).invoke(command)
+    result = dbtRunner(manifest=manifest, callbacks=[on_event] if on_event else None).invoke(
+        command
+    )
     # One line: dbt's messages span several ("Runtime Error\n  Got a state selector ...").
     error = (
         None
@@ -142,6 +148,7 @@ def invoke(
         results=read_run_results(results_file),
         error=error,
         listed=list(result.result) if isinstance(result.result, list) else [],
+        parsed=result.result if args[0] == "parse" and result.success else None,
     )
 
 
@@ -188,3 +195,20 @@ def read_json_artifact(path: Path) -> dict[str, Any]:
         return {}
     loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
+
+
+def release_duckdb() -> None:
+    """Close the DuckDB instance dbt-duckdb keeps open in this process between invocations.
+
+    dbt runs in-process, and dbt-duckdb caches its database instance across commands (it only
+    closes it when the credentials change). The publish step renames and copies warehouse
+    files: an instance still open on one would write its log and checkpoint into a file that
+    has moved, or hide un-checkpointed writes from a copy. Closing checkpoints the file.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        environment = DuckDBConnectionManager._ENV
+        if environment is not None:
+            environment.close()
+            DuckDBConnectionManager._ENV = None

@@ -231,3 +231,175 @@ def judge_volumes(
                 )
             )
     return verdicts
+
+
+class NullRatePolicy(BaseModel):
+    """Null-rate rules of one staging model: per-column ceilings and the drift band.
+
+    `max_rates` comes from `meta: {max_null_rate: ...}` on the model's columns (a key 0, a
+    mostly-complete attribute a few percent): a declared fact about the data that applies from
+    the first load. The drift band comes from `meta: {null_rate: {...}}` on the model and
+    flags a column whose rate leaves median ± max(k * MAD, min_tolerance) of its last `window`
+    loads of successful runs, once `min_history` such loads exist. The absolute floor keeps a
+    column that is always 0% null (MAD 0) from failing on one stray null.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_rates: Mapping[str, float] = Field(default_factory=dict)
+    k: float = Field(default=5.0, gt=0)
+    window: int = Field(default=14, ge=1)
+    min_history: int = Field(default=5, ge=1)
+    min_tolerance: float = Field(default=0.05, ge=0, le=1)
+
+    @classmethod
+    def from_meta(
+        cls,
+        subject: str,
+        meta: Mapping[str, Any] | None,
+        column_metas: Mapping[str, Mapping[str, Any]],
+    ) -> NullRatePolicy:
+        raw = (meta or {}).get("null_rate") or {}
+        max_rates = {
+            column: column_meta["max_null_rate"]
+            for column, column_meta in column_metas.items()
+            if column_meta.get("max_null_rate") is not None
+        }
+        for column, value in max_rates.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ValueError(
+                    f"{subject}.{column}: meta.max_null_rate must be a number from 0 to 1, "
+                    f"not {value!r}"
+                )
+        try:
+            return cls(max_rates={c: float(v) for c, v in max_rates.items()}, **raw)
+        except (ValidationError, TypeError) as error:
+            raise ValueError(f"{subject}: invalid meta.null_rate {raw!r}: {error}") from None
+
+
+@dataclass(frozen=True)
+class LoadNullCounts:
+    """One load of one model: its rows and, per column, how many of them are null."""
+
+    rows: int
+    nulls: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class NullRateVerdict:
+    subject: str
+    column: str
+    load_date: dt.date
+    rows: int
+    nulls: int
+    low: float | None
+    high: float | None
+    basis: str
+    broken: tuple[str, ...]  # the rules the rate broke: max_null_rate, drift band
+    passed: bool
+
+    @property
+    def rate(self) -> float:
+        return self.nulls / self.rows if self.rows else 0.0
+
+    def message(self) -> str:
+        low = "0" if self.low is None else f"{self.low:.1%}"
+        high = "100%" if self.high is None else f"{self.high:.1%}"
+        verdict = ("accepted" if self.broken else "ok") if self.passed else "ANOMALY"
+        rules = f" breaks {' and '.join(self.broken)};" if self.broken else ""
+        return (
+            f"null rate {verdict}: {self.subject}.{self.column} load "
+            f"{self.load_date.isoformat()} is {self.rate:.1%} null ({self.nulls:,} of "
+            f"{self.rows:,} rows);{rules} expected [{low}, {high}] ({self.basis})"
+        )
+
+
+def check_null_rate(
+    subject: str,
+    column: str,
+    load_date: dt.date,
+    counts: LoadNullCounts,
+    history: Sequence[float],
+    policy: NullRatePolicy,
+    accepted: str | None = None,
+) -> NullRateVerdict:
+    """Judge one column of one load against its declared ceiling and its drift band.
+
+    Both rules apply and the verdict names each one broken, so a person knows whether the
+    data broke a declared fact or only moved away from its habit. `history` holds the
+    column's past rates, newest first. `accepted` is an operator's acceptance of the load
+    (`pipeline accept`, shared with the volume gate: a person vouches for the whole load).
+    """
+    nulls = counts.nulls.get(column, 0)
+    rate = nulls / counts.rows if counts.rows else 0.0
+    low: float | None = None
+    high: float | None = policy.max_rates.get(column)
+    broken = []
+    bases = []
+    if high is not None:
+        bases.append(f"declared max_null_rate {high:.1%}")
+        if rate > high:
+            broken.append("max_null_rate")
+    recent = list(history)[: policy.window]
+    if len(recent) < policy.min_history:
+        bases.append(f"drift not judged: history {len(recent)} of {policy.min_history} loads")
+    else:
+        center = statistics.median(recent)
+        mad = median_absolute_deviation(recent)
+        tolerance = max(policy.k * mad, policy.min_tolerance)
+        band_low, band_high = max(0.0, center - tolerance), min(1.0, center + tolerance)
+        bases.append(
+            f"drift band median {center:.1%} ± max({policy.k:g}×MAD {mad:.1%}, "
+            f"{policy.min_tolerance:.1%}) of the last {len(recent)} loads"
+        )
+        if not band_low <= rate <= band_high:
+            broken.append("drift band")
+        low = band_low
+        high = band_high if high is None else min(high, band_high)
+    passed = not broken
+    if accepted and broken:
+        passed = True
+        bases.append(f"accepted: {accepted}")
+    return NullRateVerdict(
+        subject,
+        column,
+        load_date,
+        counts.rows,
+        nulls,
+        low,
+        high,
+        "; ".join(bases),
+        tuple(broken),
+        passed,
+    )
+
+
+def judge_null_rates(
+    policies: Mapping[str, NullRatePolicy],
+    counts: Mapping[str, Mapping[dt.date, LoadNullCounts]],
+    past: Mapping[tuple[str, str], Sequence[tuple[dt.date, float]]],
+    accepted: Mapping[tuple[str, dt.date], str],
+) -> list[NullRateVerdict]:
+    """A verdict per model, new load and column measured.
+
+    `counts` holds only this run's new loads (see `new_load_since`); `past` holds each
+    (model, column)'s rates judged by successful runs, newest first, and the baseline of a
+    load is the `window` loads before it, as for the volume gate.
+    """
+    verdicts = []
+    for name, policy in sorted(policies.items()):
+        for load_date, load in sorted(counts.get(name, {}).items()):
+            for column in sorted(load.nulls):
+                earlier = [rate for day, rate in past.get((name, column), ()) if day < load_date]
+                verdicts.append(
+                    check_null_rate(
+                        name,
+                        column,
+                        load_date,
+                        load,
+                        earlier,
+                        policy,
+                        accepted.get((name, load_date)),
+                    )
+                )
+    return verdicts

@@ -1,6 +1,6 @@
 """Run history in an embedded DuckDB file: one row per run, per node, per gate check.
 
-It is the memory the volume gate learns from (only successful runs count) and what
+It is the memory the volume and null-rate gates learn from (only successful runs count) and what
 `pipeline history` and the last-success metric read. A separate file from the warehouse, so
 the runner never contends with dbt for the warehouse's write lock.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from pipeline.gates import FreshnessCheck, VolumeVerdict
+from pipeline.gates import FreshnessCheck, NullRateVerdict, VolumeVerdict
 from pipeline.landing import Violation
 
 CONNECT_ATTEMPTS = 40  # about 40 s in all with the linear back-off
@@ -35,9 +35,16 @@ create table if not exists node_runs (
 create table if not exists acceptances (
     subject varchar, load_date date, reason varchar, accepted_by varchar, accepted_at timestamp
 );
+create table if not exists publishes (
+    run_id varchar, target varchar, published_at timestamp, state json, restored_from varchar
+);
 create table if not exists gate_checks (
     run_id varchar, gate varchar, subject varchar, load_date date, observed double,
     low double, high double, passed boolean, status varchar, detail varchar
+);
+create table if not exists null_rates (
+    run_id varchar, subject varchar, column_name varchar, load_date date, row_count bigint,
+    null_count bigint, null_rate double, low double, high double, passed boolean, detail varchar
 );
 """
 
@@ -258,6 +265,123 @@ class History:
         ]
         self._write("insert into gate_checks values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
+    def record_null_rates(self, run_id: str, verdicts: Iterable[NullRateVerdict]) -> None:
+        """Every rate measured goes to `null_rates` (the drift baseline, and what a person reads
+        to see a column empty out); a failed one also to `gate_checks`, where every gate's
+        failures are, so the report and `pipeline history` readers see it beside the others."""
+        verdicts = list(verdicts)
+        self._write(
+            "insert into null_rates values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                [
+                    run_id,
+                    v.subject,
+                    v.column,
+                    v.load_date,
+                    v.rows,
+                    v.nulls,
+                    v.rate,
+                    v.low,
+                    v.high,
+                    v.passed,
+                    v.basis,
+                ]
+                for v in verdicts
+            ],
+        )
+        self._write(
+            "insert into gate_checks values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                [
+                    run_id,
+                    "null_rate",
+                    f"{v.subject}.{v.column}",
+                    v.load_date,
+                    v.rate,
+                    v.low,
+                    v.high,
+                    False,
+                    "error",
+                    v.message(),
+                ]
+                for v in verdicts
+                if not v.passed
+            ],
+        )
+
+    def record_publish(
+        self,
+        run_id: str,
+        target: str,
+        published_at: dt.datetime,
+        state: dict[str, Any],
+        restored_from: str | None = None,
+    ) -> None:
+        """What a run made visible to consumers (a file generation, Iceberg snapshot ids)."""
+        self._write(
+            "insert into publishes values (?, ?, ?, ?, ?)",
+            [[run_id, target, published_at, json.dumps(state, sort_keys=True), restored_from]],
+        )
+
+    def published_state(self, run_id: str) -> dict[str, Any] | None:
+        """The state `run_id` published (or, for a rollback, republished); None if nothing."""
+        with self._connect() as con:
+            row = con.execute(
+                "select state from publishes where run_id = ? order by published_at desc limit 1",
+                [run_id],
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def published_by(self) -> dict[str, str]:
+        """run id -> a short description of what it published, for `pipeline history`."""
+        with self._connect() as con:
+            rows = con.execute(
+                "select run_id, state, restored_from from publishes order by published_at"
+            ).fetchall()
+        described = {}
+        for run_id, state, restored_from in rows:
+            parsed = json.loads(state)
+            if "generation" in parsed:
+                what = f"file {str(parsed['generation'])[:8]}"
+            else:
+                what = f"{len(parsed.get('snapshots', {}))} Iceberg snapshots"
+            described[run_id] = f"{what} (rollback)" if restored_from else what
+        return described
+
+    def roll_back_after(self, run_id: str) -> list[str]:
+        """Runs that succeeded after `run_id` are `rolled_back`: their loads no longer count as
+        judged, so the next run judges them again against a history without them."""
+        with self._connect() as con:
+            later = [
+                row[0]
+                for row in con.execute(
+                    "select run_id from runs where status = 'success' and started_at > "
+                    "(select started_at from runs where run_id = ?) and arguments like 'run%' "
+                    "order by started_at",
+                    [run_id],
+                ).fetchall()
+            ]
+        self._write(
+            "update runs set status = 'rolled_back' where run_id = ?",
+            [[later_run] for later_run in later],
+        )
+        # Rolling forward again to a state that was rolled back makes its run count again.
+        self._write(
+            "update runs set status = 'success' where run_id = ? and status = 'rolled_back'",
+            [[run_id]],
+        )
+        return later
+
+    def published_runs(self, prefix: str) -> list[str]:
+        """Ids of runs that published something and start with `prefix` (as history shows)."""
+        with self._connect() as con:
+            rows = con.execute(
+                "select distinct run_id from publishes where starts_with(run_id, ?) "
+                "order by run_id",
+                [prefix],
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def accept(self, subject: str, load_date: dt.date, reason: str, accepted_by: str) -> None:
         """An operator vouches for an anomalous load: the next run passes it (`pipeline accept`)."""
         self._write(
@@ -307,6 +431,34 @@ class History:
             ).fetchall()
         for subject, load_date, observed in rows:
             history[subject].append((load_date, int(observed)))
+        return history
+
+    def null_rate_history(
+        self, subjects: Iterable[str]
+    ) -> dict[tuple[str, str], list[tuple[dt.date, float]]]:
+        """Null rate per load seen by successful runs, per (model, column), newest load first.
+
+        One query; a load measured by several successful runs counts once, with the rate of
+        the latest of them (as for volume).
+        """
+        names = sorted(set(subjects))
+        history: dict[tuple[str, str], list[tuple[dt.date, float]]] = {}
+        if not names:
+            return history
+        with self._connect() as con:
+            rows = con.execute(
+                """
+                select n.subject, n.column_name, n.load_date, arg_max(n.null_rate, r.started_at)
+                from null_rates as n
+                join runs as r using (run_id)
+                where r.status = 'success' and list_contains(?, n.subject)
+                group by n.subject, n.column_name, n.load_date
+                order by n.subject, n.column_name, n.load_date desc
+            """,
+                [names],
+            ).fetchall()
+        for subject, column, load_date, rate in rows:
+            history.setdefault((subject, column), []).append((load_date, float(rate)))
         return history
 
     def last_success(self) -> dt.datetime | None:

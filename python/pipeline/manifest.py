@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.gates import VolumePolicy
+from pipeline.gates import NullRatePolicy, VolumePolicy
 
 
 def node_name(unique_id: str) -> str:
@@ -26,6 +26,13 @@ def node_name(unique_id: str) -> str:
 
 
 BUILT_TYPES = frozenset({"model", "seed", "snapshot"})
+LOAD_DATE_COLUMN = "_load_date"  # every staging row's load: what the gates group by
+
+
+def _column_meta(column: Mapping[str, Any]) -> Mapping[str, Any]:
+    """dbt 1.10+ keeps a column's meta under `config`; older yml put it beside the name."""
+    meta: Mapping[str, Any] = (column.get("config") or {}).get("meta") or column.get("meta") or {}
+    return meta
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +48,7 @@ class Node:
     materialized: str | None
     meta: Mapping[str, Any]
     attached_node: str | None
+    columns: Mapping[str, Mapping[str, Any]]  # declared column -> its meta, in yml order
 
     @classmethod
     def from_json(cls, unique_id: str, raw: Mapping[str, Any]) -> Node:
@@ -55,6 +63,9 @@ class Node:
             materialized=config.get("materialized"),
             meta=config.get("meta") or raw.get("meta") or {},
             attached_node=raw.get("attached_node"),
+            columns={
+                name: _column_meta(column) for name, column in (raw.get("columns") or {}).items()
+            },
         )
 
 
@@ -82,7 +93,7 @@ class Source:
             SourceColumn(
                 name=name,
                 data_type=column.get("data_type"),
-                meta=(column.get("config") or {}).get("meta") or column.get("meta") or {},
+                meta=_column_meta(column),
             )
             for name, column in (raw.get("columns") or {}).items()
         )
@@ -104,6 +115,16 @@ class VolumeSubject:
     entity: str
     source_relation: str
     policy: VolumePolicy
+
+
+@dataclass(frozen=True, slots=True)
+class NullRateSubject:
+    """A staging model whose columns' null rates are judged per new load."""
+
+    name: str
+    relation: str
+    columns: tuple[str, ...]
+    policy: NullRatePolicy
 
 
 @dataclass(frozen=True)
@@ -185,5 +206,22 @@ class Manifest:
                 source.name,
                 source.relation_name,
                 VolumePolicy.from_meta(node.name, node.meta),
+            )
+        return subjects
+
+    def null_rate_subjects(self) -> dict[str, NullRateSubject]:
+        """The volume gate's models that carry a load date: their declared columns, measured
+        per load on the built staging relation (so nulls a cast or rename adds count too)."""
+        judged = self.volume_subjects()
+        subjects = {}
+        for unique_id, node in self.nodes.items():
+            relation = self.relation(unique_id)
+            if node.name not in judged or relation is None or LOAD_DATE_COLUMN not in node.columns:
+                continue
+            subjects[node.name] = NullRateSubject(
+                node.name,
+                relation,
+                tuple(column for column in node.columns if column != LOAD_DATE_COLUMN),
+                NullRatePolicy.from_meta(node.name, node.meta, node.columns),
             )
         return subjects

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import Settings
-from pipeline.gates import FreshnessCheck, VolumeVerdict
+from pipeline.gates import FreshnessCheck, NullRateVerdict, VolumeVerdict
 from pipeline.history import NodeRecord
 
 LOGGER_NAME = "pipeline"
@@ -85,6 +85,7 @@ class RunSummary:
     nodes: list[NodeRecord] = field(default_factory=list)
     freshness: list[FreshnessCheck] = field(default_factory=list)
     volume: list[VolumeVerdict] = field(default_factory=list)
+    null_rates: list[NullRateVerdict] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # unique_id -> relation name
     relations: dict[str, str] = field(default_factory=dict)  # unique_id -> relation name
     parents: dict[str, list[str]] = field(default_factory=dict)  # unique_id -> parent unique_ids
@@ -219,8 +220,31 @@ def write_metrics(path: Path, summary: RunSummary, last_success: dt.datetime | N
         gate.labels(summary.target, "volume", subject).set(
             1 if all(v.passed for v in verdicts) else 0
         )
+    _null_rate_series(registry, summary, gate)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry)
+
+
+def _null_rate_series(registry: CollectorRegistry, summary: RunSummary, gate: Gauge) -> None:
+    """The newest judged load's null rate per column, and the gate's verdict per model: a
+    dashboard sees a column empty out, an alert on commerce_gate_passed sees the stop."""
+    rate = Gauge(
+        "commerce_column_null_rate",
+        "Share of null values per staging column in the newest judged load (0 to 1)",
+        ["target", "model", "column"],
+        registry=registry,
+    )
+    newest: dict[tuple[str, str], NullRateVerdict] = {}
+    for verdict in summary.null_rates:
+        key = (verdict.subject, verdict.column)
+        if key not in newest or verdict.load_date > newest[key].load_date:
+            newest[key] = verdict
+    for (model, column), verdict in sorted(newest.items()):
+        rate.labels(summary.target, model, column).set(verdict.rate)
+    for model in sorted({verdict.subject for verdict in summary.null_rates}):
+        gate.labels(summary.target, "null_rate", model).set(
+            1 if all(v.passed for v in summary.null_rates if v.subject == model) else 0
+        )
 
 
 def lineage_transport(settings: Settings) -> Transport:

@@ -13,14 +13,18 @@ the snapshot id of every table), which is what `pipeline rollback --to <run_id>`
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
 
 from pipeline.config import Settings
+from pipeline.exits import failpoint
+from pipeline.history import History
 
 UNPUBLISHED = ".unpublished"  # suffix of a run's private copy until it is published
 
@@ -55,15 +59,16 @@ class Publisher(Protocol):
 class DuckDBPublisher:
     """Shadow copy of the warehouse file, published with an atomic rename.
 
-    Layout beside the published file `warehouse.duckdb`:
+    Layout beside the published file `warehouse.duckdb` (a folder per run, because DuckDB
+    names its catalog after the file: every copy keeps the name dbt's relations use):
 
-        warehouse.generations/<run_id>.duckdb              what a successful run published
-        warehouse.generations/<run_id>.duckdb.unpublished  a run's private copy
+        warehouse.generations/<run_id>/warehouse.duckdb              what a run published
+        warehouse.generations/<run_id>.unpublished/warehouse.duckdb  a run's private copy
 
-    The published file is a hard link to the newest generation, replaced with `os.replace`:
-    a reader that has the old file open keeps a consistent view of it, new connections see
-    the new one, and no moment exists in which the file is missing or half written. The
-    generations the history still names are what rollback restores; `keep` of them are kept.
+    The published file is a hard link to the newest generation, replaced with a rename: a
+    reader that has the old file open keeps a consistent view of it, new connections see the
+    new one, and no moment exists in which the file is missing or half written. Generations
+    are what rollback restores; the newest `keep` of them are kept.
     """
 
     def __init__(self, settings: Settings, keep: int) -> None:
@@ -73,63 +78,62 @@ class DuckDBPublisher:
         self.keep = keep
 
     def _private(self, run_id: str) -> Path:
-        return self.generations / f"{run_id}.duckdb{UNPUBLISHED}"
-
-    def generation(self, run_id: str) -> Path:
-        return self.generations / f"{run_id}.duckdb"
+        return self.generations / f"{run_id}{UNPUBLISHED}"
 
     def begin(self, run_id: str, resume: str | None) -> Settings:
         self.generations.mkdir(parents=True, exist_ok=True)
         private = self._private(run_id)
         kept = self._private(resume) if resume else None
-        for stale in self.generations.glob(f"*{UNPUBLISHED}*"):
-            if kept is None or not stale.name.startswith(kept.name):
-                stale.unlink()  # runs that died or failed: never published, never resumed
+        for stale in self.generations.glob(f"*{UNPUBLISHED}"):
+            if stale != kept:
+                shutil.rmtree(stale)  # runs that died or failed: never published, never resumed
         if kept is not None:
-            if not kept.exists():
+            if not kept.is_dir():
                 raise PublishError(
                     f"--retry cannot resume run {resume}: its unpublished warehouse {kept} is "
                     "gone (a later run started over); run without --retry"
                 )
-            kept.replace(private)
-            _move_wal(kept, private)
-        elif self.published.exists():
-            try:
-                shutil.copyfile(self.published, private)
-            except OSError as error:
-                private.unlink(missing_ok=True)
-                raise PublishError(
-                    f"cannot copy the published warehouse {self.published} to {private} to "
-                    f"build in: {error.strerror or error} (the published warehouse is untouched)"
-                ) from None
-        return self.settings.model_copy(update={"warehouse_path": private})
+            kept.replace(private)  # the write-ahead log moves with its file
+        else:
+            private.mkdir()
+            if self.published.exists():
+                try:
+                    shutil.copyfile(self.published, private / self.published.name)
+                except OSError as error:
+                    shutil.rmtree(private, ignore_errors=True)
+                    raise PublishError(
+                        f"cannot copy the published warehouse {self.published} into {private} "
+                        f"to build in: {error.strerror or error} (the published warehouse is "
+                        "untouched)"
+                    ) from None
+        return self.settings.model_copy(update={"warehouse_path": private / self.published.name})
 
     def publish(self, run_id: str) -> dict[str, Any]:
         private = self._private(run_id)
-        generation = self.generation(run_id)
-        if not private.exists():  # nothing was built (e.g. a selection of tests only)
-            raise PublishError(f"run {run_id} has no warehouse to publish at {private}")
+        built = private / self.published.name
+        if not built.exists():
+            raise PublishError(f"run {run_id} has no warehouse to publish at {built}")
         # Fold the write-ahead log into the file: a published file is one self-contained file.
-        with duckdb.connect(str(private)) as con:
+        with duckdb.connect(str(built)) as con:
             con.execute("checkpoint")
+        generation = self.generations / run_id
         private.replace(generation)
-        self._point_at(generation)
+        failpoint("publish:renamed")
+        self._point_at(generation / self.published.name)
+        failpoint("publish:linked")
         self._prune(keep=generation)
-        return {"engine": "duckdb", "generation": generation.name}
+        return {"engine": "duckdb", "generation": f"{run_id}/{self.published.name}"}
 
     def discard(self, run_id: str, keep_for_retry: bool) -> None:
-        if keep_for_retry:
-            return
-        private = self._private(run_id)
-        for path in (private, private.with_name(private.name + ".wal")):
-            path.unlink(missing_ok=True)
+        if not keep_for_retry:
+            shutil.rmtree(self._private(run_id), ignore_errors=True)
 
     def restore(self, published: dict[str, Any]) -> None:
         generation = self.generations / str(published.get("generation", ""))
         if published.get("engine") != "duckdb" or not generation.is_file():
             raise PublishError(
-                f"the published state {published} is not a generation kept in "
-                f"{self.generations} (only the last {self.keep} are kept)"
+                f"the state {published} is not a generation kept in {self.generations} "
+                f"(the newest {self.keep} are kept: setting keep_generations)"
             )
         self._point_at(generation)
 
@@ -141,24 +145,22 @@ class DuckDBPublisher:
             os.link(generation, incoming)
         except OSError:  # a filesystem without hard links: a copy, still renamed atomically
             shutil.copyfile(generation, incoming)
-        incoming.replace(self.published)
-        # A log left by a reader of the old file must not be replayed into the new one.
+        incoming.replace(self.published)  # rename(2): atomic on one filesystem
+        # A log left by a writer of the old file must not be replayed into the new one.
         self.published.with_name(self.published.name + ".wal").unlink(missing_ok=True)
 
     def _prune(self, keep: Path) -> None:
         generations = sorted(
-            (path for path in self.generations.glob("*.duckdb") if path != keep),
+            (
+                path
+                for path in self.generations.iterdir()
+                if path.is_dir() and path != keep and not path.name.endswith(UNPUBLISHED)
+            ),
             key=lambda path: path.stat().st_mtime,
             reverse=True,
         )
         for old in generations[max(0, self.keep - 1) :]:
-            old.unlink()
-
-
-def _move_wal(source: Path, target: Path) -> None:
-    wal = source.with_name(source.name + ".wal")
-    if wal.exists():
-        wal.replace(target.with_name(target.name + ".wal"))
+            shutil.rmtree(old)
 
 
 class InPlacePublisher:
@@ -185,3 +187,38 @@ def publisher_for(settings: Settings) -> Publisher:
     if settings.target == "duckdb":
         return DuckDBPublisher(settings, keep=settings.keep_generations)
     return InPlacePublisher(settings)
+
+
+def roll_back(settings: Settings, history: History, run: str) -> tuple[str, list[str]]:
+    """Publish again what run `run` (an id or its unique prefix) published.
+
+    The caller holds the run lock. The rollback is itself a run in the history, with its
+    publish; the runs it undoes become `rolled_back`, so the loads they judged are judged
+    again by the next run. Returns the run restored and the runs undone.
+    """
+    matches = history.published_runs(run)
+    if len(matches) != 1:
+        found = "no run" if not matches else f"{len(matches)} runs ({', '.join(matches[:5])})"
+        raise PublishError(
+            f"--to {run}: {found} that published a state match it (see `pipeline history`)"
+        )
+    target_run = matches[0]
+    state = history.published_state(target_run)
+    if state is None:  # published_runs found it: only a concurrent history edit gets here
+        raise PublishError(f"run {target_run} has no published state in the history")
+    publisher_for(settings).restore(state)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rollback_id = str(uuid.uuid4())
+    history.start_run(rollback_id, settings.target, f"rollback --to {target_run}", now)
+    history.record_publish(rollback_id, settings.target, now, state, restored_from=target_run)
+    undone = history.roll_back_after(target_run)
+    history.finish_run(
+        rollback_id,
+        "success",
+        0,
+        "publish",
+        f"republished the state of run {target_run}; rolled back {len(undone)} run(s)",
+        dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        {},
+    )
+    return target_run, undone

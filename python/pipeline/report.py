@@ -2,7 +2,8 @@
 
 Who it is for: the person paged by a failed run, and anyone asking "is the warehouse healthy?".
 The page answers with runs over time (status, exit code, seconds per phase), rows landed per
-load against the volume gate's band, source age against the freshness limit, rows and build
+load against the volume gate's band, null rates of the columns that ever held one against the
+null-rate gate's band, source age against the freshness limit, rows and build
 seconds per model, test failures (failing tests first) and the lineage graph coloured by the
 focused run's outcome.
 
@@ -68,7 +69,17 @@ NODE_COLOURS = {
 BUILT_TYPES = ("model", "seed", "snapshot")
 TEST_TYPES = ("test", "unit_test")
 FAILING = ("fail", "error", "runtime error")
-PHASE_ORDER = ("freshness", "staging", "volume", "downstream", "row_counts", "report")
+PHASE_ORDER = (
+    "prepare",
+    "freshness",
+    "staging",
+    "volume",
+    "nulls",
+    "downstream",
+    "publish",
+    "row_counts",
+    "report",
+)
 
 
 class ReportError(ValueError):
@@ -135,6 +146,7 @@ class ReportData:
     parents: dict[str, list[str]]
     parents_from: str
     since: dt.datetime | None
+    null_rates: list[dict[str, Any]]
 
 
 def _naive_utc(value: dt.datetime) -> dt.datetime:
@@ -219,8 +231,15 @@ def read_history(
             where, params = "where started_at >= ?", [_naive_utc(since)]
         order = "order by started_at" if reader.has("runs", "started_at") else ""
         runs = reader.select("runs", run_columns, f"{where} {order}", params)
+        publishes = (
+            reader.select("publishes", ["run_id", "state", "restored_from"])
+            if reader.has("publishes", "run_id")
+            else []
+        )
+        published = {row["run_id"]: _published_label(row) for row in publishes}
         for run in runs:
             run["phase_seconds"] = _phase_seconds(run["phase_seconds"])
+            run["published"] = published.get(run["run_id"], "")
         focus = _focus(runs, run_id)
         run_ids = [run["run_id"] for run in runs]
         node_columns = [
@@ -258,6 +277,31 @@ def read_history(
             if reader.has("gate_checks", "run_id")
             else []
         )
+        # Drawn with the volume chart's code: the same keys, subject naming model and column.
+        null_columns = [
+            "run_id",
+            "subject",
+            "column_name",
+            "load_date",
+            "null_rate",
+            "low",
+            "high",
+            "passed",
+            "detail",
+        ]
+        measured = (
+            reader.select("null_rates", null_columns, "where list_contains(?, run_id)", [run_ids])
+            if reader.has("null_rates", "run_id")
+            else []
+        )
+        null_rates = [
+            {
+                **row,
+                "subject": f"{row['subject']}.{row['column_name']}",
+                "observed": row["null_rate"],
+            }
+            for row in measured
+        ]
     parents: dict[str, list[str]] = {}
     parents_from = "none"
     if focus is not None:
@@ -274,7 +318,17 @@ def read_history(
         manifest_path = find_manifest(target_path, focus["run_id"] if focus else None)
         parents = _parents_from_manifest(manifest_path)
         parents_from = f"manifest {manifest_path}" if parents else "none"
-    return ReportData(runs, focus, nodes, gates, parents, parents_from, since)
+    return ReportData(runs, focus, nodes, gates, parents, parents_from, since, null_rates)
+
+
+def _published_label(row: dict[str, Any]) -> str:
+    """What a run made visible: its DuckDB file generation, or how many Iceberg snapshots."""
+    state = json.loads(row["state"]) if isinstance(row["state"], str) else dict(row["state"])
+    if "generation" in state:
+        what = f"file generation {str(state['generation']).split('/')[0][:8]}"
+    else:
+        what = f"{len(state.get('snapshots', {}))} Iceberg snapshots"
+    return f"{what} (rollback to {str(row['restored_from'])[:8]})" if row["restored_from"] else what
 
 
 def _focus(runs: list[dict[str, Any]], run_id: str | None) -> dict[str, Any] | None:
@@ -340,7 +394,8 @@ def runs_figure(data: ReportData) -> go.Figure:
             marker=dict(size=12, symbol="diamond", color=STATUS_COLOURS.get(status, "#7f7f7f")),
             hovertext=[
                 f"{data.runs[i]['run_id']}<br>{status} exit {data.runs[i]['exit_code']} "
-                f"phase {data.runs[i]['phase']}"
+                f"phase {data.runs[i]['phase']}<br>published: "
+                f"{data.runs[i].get('published') or 'nothing'}"
                 for i in picked
             ],
             hoverinfo="text",
@@ -357,20 +412,45 @@ def _duration(run: dict[str, Any]) -> float:
 
 
 def volume_figure(data: ReportData) -> go.Figure:
-    """Per staging model: rows per load, the band the gate allowed, the loads that stopped a run.
+    """Per staging model: rows per load, the band the gate allowed, the loads that stopped a run."""
+    checks = [g for g in data.gates if g["gate"] == "volume" and g["load_date"] is not None]
+    return _band_figure(
+        data, checks, "volume", "rows landed", "Volume gate: rows per load vs the allowed band"
+    )
+
+
+def null_rate_figure(data: ReportData) -> go.Figure:
+    """Per staging column that ever held a null or stopped a run: its share of nulls per load
+    against the band the gate allowed. Always-complete columns (most of them) would be flat
+    lines at 0 and are left out."""
+    shown = {str(g["subject"]) for g in data.null_rates if g["observed"] or g["passed"] is False}
+    checks = [g for g in data.null_rates if g["subject"] in shown and g["load_date"] is not None]
+    return _band_figure(
+        data,
+        checks,
+        "null-rate",
+        "null rate",
+        "Null-rate gate: share of nulls per load vs the allowed band (columns ever null)",
+    )
+
+
+def _band_figure(
+    data: ReportData, checks: list[dict[str, Any]], gate: str, observed: str, title: str
+) -> go.Figure:
+    """Per subject: the observed value per load, the band the gate allowed, the loads that
+    stopped a run.
 
     A load judged by several runs is drawn with its latest judgement; a red cross marks every
     judgement that failed, so a load that stopped a run and later passed (data fixed) still shows.
     """
     started = {run["run_id"]: run["started_at"] for run in data.runs}
-    checks = [g for g in data.gates if g["gate"] == "volume" and g["load_date"] is not None]
     subjects = sorted({str(g["subject"]) for g in checks})
     fig = make_subplots(
         rows=max(len(subjects), 1),
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.03,
-        subplot_titles=subjects or ["no volume checks in scope"],
+        subplot_titles=subjects or [f"no {gate} checks in scope"],
     )
     for row, subject in enumerate(subjects, start=1):
         mine = sorted(
@@ -423,8 +503,8 @@ def volume_figure(data: ReportData) -> go.Figure:
             x=days,
             y=[latest[d]["observed"] for d in days],
             mode="lines+markers",
-            name="rows landed",
-            legendgroup="rows",
+            name=observed,
+            legendgroup="observed",
             showlegend=first,
             line=dict(color="#1f77b4"),
             hovertext=[str(latest[d]["detail"] or "") for d in days],
@@ -445,9 +525,7 @@ def volume_figure(data: ReportData) -> go.Figure:
                 hovertext=[f"run {str(g['run_id'])[:8]}: {g['detail'] or ''}" for g in failed],
                 hoverinfo="x+y+text",
             )
-    return _layout(
-        fig, "Volume gate: rows per load vs the allowed band", height=max(260 * len(subjects), 320)
-    )
+    return _layout(fig, title, height=max(260 * len(subjects), 320))
 
 
 def freshness_figure(data: ReportData) -> go.Figure:
@@ -703,11 +781,11 @@ exit {{ blank(focus.exit_code) }}, phase {{ blank(focus.phase) }}, started {{ fo
 {% endfor %}
 <section id="runs"><h2>Runs, newest first</h2>
 <table><tr><th>started (UTC)</th><th>run</th><th>status</th><th>exit</th><th>phase</th>
-<th>seconds</th><th>message</th></tr>
+<th>seconds</th><th>published</th><th>message</th></tr>
 {% for run in runs | reverse %}<tr><td>{{ run.started_at }}</td><td>{{ run.run_id[:8] }}</td>
 <td class="status" style="color: {{ colour(run.status) }}">{{ run.status }}</td>
 <td>{{ blank(run.exit_code) }}</td><td>{{ blank(run.phase) }}</td>
-<td>{{ "%.1f" | format(duration(run)) }}</td>
+<td>{{ "%.1f" | format(duration(run)) }}</td><td>{{ run.published or "nothing" }}</td>
 <td class="msg">{{ (run.message or "")[:500] }}</td></tr>
 {% endfor %}</table></section>
 </body></html>
@@ -719,6 +797,7 @@ def render(data: ReportData, history_path: Path) -> str:
     figures = [
         runs_figure(data),
         volume_figure(data),
+        null_rate_figure(data),
         freshness_figure(data),
         model_figure(data, "row_count", "Rows per model after each run", "rows"),
         model_figure(data, "seconds", "Build seconds per model", "seconds"),

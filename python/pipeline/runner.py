@@ -1,12 +1,15 @@
 """`pipeline run`: the phases of a run, each a gate or a dbt invocation, in order.
 
-    lock -> contract gate -> freshness gate -> build seeds + staging -> volume gate -> the rest
+    lock -> contract gate -> prepare -> freshness gate -> build seeds + staging -> volume gate
+         -> null-rate gate -> the rest -> publish
 
 A gate that fails stops the run before the next layer, so marts are never built from data
-that failed a gate. Every run, however it ends, is recorded in the history, the metrics file
-and the lineage log, and ends with a summary. This module only orders the phases: the
-verdicts are pure functions in gates.py and landing.py, dbt's artifacts are read by dbt.py and
-manifest.py, and what a person sees is summary.py.
+that failed a gate. Every dbt phase writes to the run's private state (publish.py) and only a
+run in which everything passed publishes it: consumers never see a failed run's writes.
+Every run, however it ends, is recorded in the history, the metrics file and the lineage
+log, and ends with a summary. This module only orders the phases: the verdicts are pure
+functions in gates.py and landing.py, dbt's artifacts are read by dbt.py and manifest.py,
+and what a person sees is summary.py.
 """
 
 from __future__ import annotations
@@ -28,18 +31,19 @@ from rich.console import Console
 
 from pipeline import gates
 from pipeline.config import Settings, mask_secrets
-from pipeline.dbt import DbtOutcome, invoke, read_json_artifact
-from pipeline.exits import ExitCode, StopRun
+from pipeline.dbt import DbtOutcome, invoke, read_json_artifact, release_duckdb
+from pipeline.exits import ExitCode, StopRun, failpoint
 from pipeline.history import History, NodeRecord, RunRecord
 from pipeline.landing import EntityContract, check_landing, summarize
 from pipeline.lock import LockBusy, RunLock
 from pipeline.manifest import BUILT_TYPES, Manifest
 from pipeline.notify import report_and_notify
 from pipeline.observability import Lineage, RunSummary, write_metrics
+from pipeline.publish import PublishError, publisher_for
 from pipeline.report import DEFAULT_OUTPUT
 from pipeline.state import StateArgs, state_args
 from pipeline.summary import dbt_progress, summary_table
-from pipeline.warehouse import load_volumes, queries_for, relation_sizes
+from pipeline.warehouse import load_null_counts, load_volumes, queries_for, relation_sizes
 
 T = TypeVar("T")
 STAGING_SELECTOR = "path:seeds path:models/staging"
@@ -116,6 +120,11 @@ class Runner:
         self.cancelled_by: int | None = None
         self.finishing = False
         self.state = StateArgs()  # --state/--defer when a selector uses state: (slim CI)
+        self.publisher = publisher_for(settings)
+        self.build_settings = settings  # where dbt writes: the run's private state, once prepared
+        self.published: dict[str, Any] | None = None
+        self.parsed: Any = None  # dbt's Manifest from the parse phase, reused by every invocation
+        self.manifest: Manifest | None = None  # the same parse, as the runner reads it
         self.summary.partial = bool(options.select) or not options.build
 
     # -- entry --------------------------------------------------------------------------------
@@ -186,9 +195,25 @@ class Runner:
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+            if self.published is None:
+                self._discard()
         if lineage is not None:
             self._observe("lineage", lineage.finish)
         return code
+
+    def _discard(self) -> None:
+        """A run that published nothing leaves nothing: its private state goes, except after a
+        failed dbt phase, where `--retry` continues from it (the next other run drops it)."""
+        keep = self.options.build and self.summary.phase in {"staging", "downstream"}
+        try:
+            self._release()
+            self.publisher.discard(self.summary.run_id, keep_for_retry=keep)
+        except OSError as error:  # the next run removes it; the verdict stands
+            self.log.warning(
+                "the run's unpublished state could not be removed: %s",
+                error,
+                extra={"fields": {"event": "discard_failed"}},
+            )
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         """SIGTERM and SIGINT end the run cleanly: dbt is interrupted where it is (it cancels
@@ -260,6 +285,7 @@ class Runner:
         if self.options.select and self.options.build:
             self._timed("select", self._check_selection)
         self._timed("contract", lambda: self._contract_gate(manifest))
+        self.build_settings = self._timed("prepare", self._prepare)
         self._timed("freshness", self._freshness_gate)
         if self.options.build and resume != "downstream":
             if resume == "staging":
@@ -275,6 +301,7 @@ class Runner:
                 self._timed("staging", lambda: self._build("staging", staging))
         self._timed("volume", lambda: self._volume_gate(manifest))
         if self.options.build:
+            self._timed("nulls", lambda: self._null_rate_gate(manifest))
             if resume == "downstream":
                 self._timed(
                     "downstream", lambda: self._dbt("downstream", self._retry_args("downstream"))
@@ -283,6 +310,41 @@ class Runner:
                 selected = ["--select", *self.options.select] if self.options.select else []
                 downstream = [*selected, "--exclude", *STAGING_SELECTOR.split()]
                 self._timed("downstream", lambda: self._build("downstream", downstream))
+            self._timed("publish", self._publish)
+
+    def _prepare(self) -> Settings:
+        """The run's private state: every later phase reads and writes there, not the
+        published warehouse (with --retry, the failed run's state it continues)."""
+        try:
+            self._release()
+            return self.publisher.begin(self.summary.run_id, self.resumed_run or None)
+        except PublishError as error:
+            code = ExitCode.USAGE if self.resumed_run else ExitCode.DBT_ERROR
+            raise StopRun(code, "prepare", str(error)) from None
+
+    def _release(self) -> None:
+        if self.settings.target == "duckdb":
+            release_duckdb()
+
+    def _publish(self) -> None:
+        """Everything passed: the run's state becomes the one consumers read, in one step."""
+        try:
+            self._release()
+            state = self.publisher.publish(self.summary.run_id)
+        except PublishError as error:
+            raise StopRun(ExitCode.DBT_ERROR, "publish", str(error)) from None
+        self.published = state
+        self.history.record_publish(
+            self.summary.run_id,
+            self.settings.target,
+            dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            state,
+        )
+        self.log.info(
+            "published: %s",
+            state,
+            extra={"fields": {"event": "published", "state": state}},
+        )
 
     def _phase_to_resume(self) -> str | None:
         """With --retry: the dbt phase the last attempted run of the runner failed in.
@@ -339,6 +401,7 @@ class Runner:
     def _timed(self, phase: str, step: Callable[[], T]) -> T:
         self.summary.phase = phase
         self.history.set_phase(self.summary.run_id, phase)
+        failpoint(phase)
         started = time.perf_counter()
         try:
             return step()
@@ -348,16 +411,19 @@ class Runner:
             )
 
     def _check_warehouse_free(self) -> None:
-        """Another process holding the DuckDB file is a lock like ours: exit 5, retry later.
+        """Another process writing the DuckDB file is a lock like ours: exit 5, retry later.
 
-        DuckDB lets one process write a file at a time; found here, before any gate, the
-        holder is named instead of a dbt error (exit 1) halfway through a build.
+        The run builds in a copy of the published file, so readers never stand in its way;
+        a writer would (its changes would be lost at publish, or half copied), and is named
+        here, before any gate, instead of a dbt error (exit 1) halfway through a build.
         """
         path = self.settings.resolve(self.settings.warehouse_path)
         if not path.exists():
             return
         try:
-            duckdb.connect(str(path)).close()
+            duckdb.connect(str(path), read_only=True).close()
+        except duckdb.ConnectionException:
+            return  # this process (dbt's cached instance) has it open: no other process does
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise
@@ -381,6 +447,7 @@ class Runner:
         outcome = invoke(
             self.settings,
             ["parse"],
+            self.options.dbt_vars(),  # the vars every later invocation of the run passes
             target_path=self.run_dir / "parse",
             quiet=True,
             on_event=self._dbt_event,
@@ -389,7 +456,9 @@ class Runner:
             raise StopRun(
                 ExitCode.USAGE, "parse", f"dbt could not parse the project: {outcome.error}"
             )
+        self.parsed = outcome.parsed
         manifest = Manifest.load(self.run_dir / "parse" / "manifest.json")
+        self.manifest = manifest
         self.summary.sources.update(
             {uid: source.relation_name for uid, source in manifest.sources.items()}
         )
@@ -408,6 +477,7 @@ class Runner:
             target_path=self.run_dir / "select",
             quiet=True,
             on_event=self._dbt_event,
+            manifest=self.parsed,
         )
         if not outcome.success:
             raise StopRun(
@@ -485,11 +555,12 @@ class Runner:
 
     def _freshness_gate(self) -> None:
         outcome = invoke(
-            self.settings,
+            self.build_settings,
             ["source", "freshness"],
             target_path=self.run_dir / "freshness",
             quiet=True,
             on_event=self._dbt_event,
+            manifest=self.parsed,
         )
         checks = gates.freshness_checks(
             read_json_artifact(self.run_dir / "freshness" / "sources.json"),
@@ -547,7 +618,7 @@ class Runner:
             name: gates.new_load_since(past[name], self.options.start_date) for name in subjects
         }
         volumes = load_volumes(
-            queries_for(self.settings),
+            queries_for(self.build_settings),
             {name: subject.source_relation for name, subject in subjects.items()},
             since,
             self.options.end_date,
@@ -584,6 +655,56 @@ class Runner:
                 "anomalous volume, downstream not built: " + "; ".join(v.message() for v in failed),
             )
 
+    def _null_rate_gate(self, manifest: Manifest) -> None:
+        """Null rate of every staging column in each new load (the volume gate's), judged by
+        gates.judge_null_rates. Only after a build: it reads what staging just built."""
+        subjects = manifest.null_rate_subjects()
+        past = self.history.volume_history(subjects)
+        queries = queries_for(self.build_settings)  # what staging built, unpublished
+        counts = {
+            name: load_null_counts(
+                queries,
+                subject.relation,
+                subject.columns,
+                gates.new_load_since(past[name], self.options.start_date),
+                self.options.end_date,
+            )
+            for name, subject in subjects.items()
+        }
+        verdicts = gates.judge_null_rates(
+            {name: subject.policy for name, subject in subjects.items()},
+            counts,
+            self.history.null_rate_history(subjects),
+            self.history.acceptances(),
+        )
+        self.summary.null_rates = verdicts
+        failed = [v for v in verdicts if not v.passed]
+        self.log.info(
+            "null rates: %d of %d columns per load ok", len(verdicts) - len(failed), len(verdicts)
+        )
+        for verdict in [v for v in verdicts if v.broken][:50]:
+            self.log.log(
+                logging.WARNING if verdict.passed else logging.ERROR,  # accepted: still said
+                verdict.message(),
+                extra={
+                    "fields": {
+                        "event": "null_rate",
+                        "subject": verdict.subject,
+                        "column": verdict.column,
+                        "load_date": verdict.load_date.isoformat(),
+                        "rate": verdict.rate,
+                        "rules": list(verdict.broken),
+                    }
+                },
+            )
+        if failed:
+            raise StopRun(
+                ExitCode.VOLUME,
+                "nulls",
+                "anomalous null rates, downstream not built: "
+                + "; ".join(v.message() for v in failed[:10]),
+            )
+
     def _build(self, phase: str, selection: list[str]) -> None:
         args = ["build", *selection, *self.state.build]
         if self.options.full_refresh:
@@ -593,12 +714,13 @@ class Runner:
     def _dbt(self, phase: str, args: list[str]) -> None:
         with dbt_progress(phase, enabled=self.settings.log_format != "json") as on_event:
             outcome = invoke(
-                self.settings,
+                self.build_settings,
                 args,
                 self.options.dbt_vars(),
                 target_path=self.run_dir / phase,
                 quiet=True,
                 on_event=partial(_both, on_event, self._dbt_event),
+                manifest=self.parsed,
             )
         self._collect_nodes(phase, outcome)
         if not outcome.success:
@@ -614,7 +736,8 @@ class Runner:
             raise StopRun(ExitCode.DBT_ERROR, phase, f"dbt {args[0]} failed in {phase}: {detail}")
 
     def _collect_nodes(self, phase: str, outcome: DbtOutcome) -> None:
-        manifest = Manifest.load(self.run_dir / phase / "manifest.json")
+        # The run's one parse is what every invocation ran from (dbt writes no other manifest).
+        manifest = self.manifest or Manifest.load(self.run_dir / phase / "manifest.json")
         self.summary.relations.update(
             {uid: rel for uid in manifest.nodes if (rel := manifest.relation(uid))}
         )
@@ -630,7 +753,9 @@ class Runner:
             if r.resource_type in BUILT_TYPES and r.status == "success"
         }
         counting = time.perf_counter()
-        sizes = relation_sizes(queries_for(self.settings), {k: v for k, v in built.items() if v})
+        sizes = relation_sizes(
+            queries_for(self.build_settings), {k: v for k, v in built.items() if v}
+        )
         self.summary.timings["row_counts"] = (
             self.summary.timings.get("row_counts", 0.0) + time.perf_counter() - counting
         )
@@ -668,6 +793,7 @@ class Runner:
         reporting = time.perf_counter()
         self.history.record_nodes(summary.run_id, summary.nodes)
         self.history.record_volume(summary.run_id, summary.volume)
+        self.history.record_null_rates(summary.run_id, summary.null_rates)
         if message:
             self.log.error(
                 message,

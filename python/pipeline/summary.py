@@ -93,9 +93,11 @@ def summary_table(summary: RunSummary) -> Table:
             )
     volume_failed = sum(not verdict.passed for verdict in summary.volume)
     fresh_ok = sum(not check.is_error for check in summary.freshness)
+    nulls_failed = sum(not verdict.passed for verdict in summary.null_rates)
     table.caption = (
         f"freshness: {fresh_ok}/{len(summary.freshness)} sources ok · "
         f"volume: {len(summary.volume) - volume_failed}/{len(summary.volume)} loads ok · "
+        f"null rates: {len(summary.null_rates) - nulls_failed}/{len(summary.null_rates)} ok · "
         + " · ".join(f"{phase} {seconds:.1f}s" for phase, seconds in summary.timings.items())
         + f" · total {summary.seconds:.1f}s"
     )

@@ -1,4 +1,5 @@
-"""Read-only questions the runner asks the warehouse: landing volumes and relation sizes.
+"""Read-only questions the runner asks the warehouse: landing volumes, null counts per load and
+relation sizes.
 
 On DuckDB the runner opens the warehouse file directly (same process as dbt, same
 configuration, so DuckDB shares the instance). On Spark it asks through `dbt show`, which
@@ -14,6 +15,8 @@ import duckdb
 
 from pipeline.config import Settings
 from pipeline.dbt import show
+from pipeline.gates import LoadNullCounts
+from pipeline.manifest import LOAD_DATE_COLUMN
 
 
 class Queries(Protocol):
@@ -73,9 +76,44 @@ def load_volumes(
         )
     volumes: dict[str, dict[dt.date, int]] = {subject: {} for subject in relations}
     for subject, day, rows in queries.fetch(" union all ".join(parts)):
-        load_date = dt.date.fromisoformat(day) if isinstance(day, str) else day
-        volumes[subject][load_date] = int(rows)
+        volumes[subject][_as_date(day)] = int(rows)
     return volumes
+
+
+def _as_date(value: Any) -> dt.date:
+    """DuckDB returns a date; `dbt show` (Spark) returns its text."""
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def load_null_counts(
+    queries: Queries,
+    relation: str,
+    columns: tuple[str, ...],
+    since: dt.date | None,
+    until: dt.date | None,
+) -> dict[dt.date, LoadNullCounts]:
+    """Rows and nulls per column of each load of a staging model newer than `since`.
+
+    One query per model, whatever its width: count(*) and count(column) per load date, in a
+    single scan of the rows this run added (the staging models carry their load date).
+    """
+    conditions = ["1 = 1"]
+    if since is not None:
+        conditions.append(f"{LOAD_DATE_COLUMN} > {_date_literal(since)}")
+    if until is not None:
+        conditions.append(f"{LOAD_DATE_COLUMN} <= {_date_literal(until)}")
+    counted = "".join(f", count({column})" for column in columns)
+    sql = (
+        f"select cast({LOAD_DATE_COLUMN} as date), count(*){counted} from {relation} "
+        f"where {' and '.join(conditions)} group by cast({LOAD_DATE_COLUMN} as date)"
+    )
+    counts = {}
+    for day, rows, *present in queries.fetch(sql):
+        counts[_as_date(day)] = LoadNullCounts(
+            int(rows),
+            {column: int(rows) - int(n) for column, n in zip(columns, present, strict=True)},
+        )
+    return counts
 
 
 def relation_sizes(queries: Queries, relations: dict[str, str]) -> dict[str, int]:

@@ -21,8 +21,10 @@ from pipeline.dbt import DbtOutcome, invoke
 from pipeline.history import History
 
 TODAY = dt.datetime.now(dt.UTC).date()
+NEW_DAY = TODAY - dt.timedelta(days=1)  # the load the `baseline` fixture leaves room for
 END_DATE = dt.date(2026, 3, 31)
 SCALE = 0.02
+Checksums = dict[str, tuple[object, ...]]
 MARTS = (
     "dim_customers",
     "dim_products",
@@ -112,8 +114,9 @@ class Project:
         self.warehouse = Warehouse(self.settings)
         self.history = History(self.settings.history_path)
 
-    def pipeline(self, *args: str) -> tuple[int, str, str]:
-        result = CliRunner().invoke(app, [*args, "--config", str(self.config)])
+    def pipeline(self, *args: str, config: Path | None = None) -> tuple[int, str, str]:
+        """`pipeline <args>` with this project's settings (or another settings file)."""
+        result = CliRunner().invoke(app, [*args, "--config", str(config or self.config)])
         if result.exception and not isinstance(result.exception, SystemExit):
             raise result.exception
         return result.exit_code, result.stdout, result.stderr
@@ -160,3 +163,39 @@ def built_warehouse(tmp_path_factory: pytest.TempPathFactory, landing_template: 
     warehouse = Warehouse(make_settings(root, landing_template))
     warehouse.build()
     return warehouse
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Checksums]:
+    """20 daily loads up to the day before yesterday, run once per module through the CLI;
+    tests copy it (copy_project) and land NEW_DAY themselves."""
+    root = tmp_path_factory.mktemp("baseline")
+    project = make_project(root, days=20, end_date=TODAY - dt.timedelta(days=2))
+    code, stdout, _ = project.pipeline("run")
+    assert code == 0, stdout
+    return root, project.warehouse.checksums()
+
+
+@pytest.fixture(scope="module")
+def reference(
+    baseline: tuple[Path, Checksums], tmp_path_factory: pytest.TempPathFactory
+) -> Checksums:
+    """The marts a full refresh builds from the baseline plus an undamaged next load: what a
+    run must publish once the upstream has repaired its file."""
+    root = tmp_path_factory.mktemp("reference")
+    shutil.copytree(baseline[0] / "landing", root / "landing")
+    generator.append_day(root / "landing")
+    warehouse = Warehouse(make_settings(root, root / "landing"))
+    warehouse.build("--full-refresh")
+    return warehouse.checksums()
+
+
+def copy_project(baseline: tuple[Path, Checksums], tmp_path: Path) -> Project:
+    """A private copy of the baseline: landing zone, published warehouse and history."""
+    source, _ = baseline
+    shutil.copytree(source / "landing", tmp_path / "landing")
+    for database in [*source.glob("warehouse.duckdb*"), *source.glob("history.duckdb*")]:
+        shutil.copy(database, tmp_path / database.name)
+    if (source / "warehouse.generations").is_dir():  # what `pipeline rollback` restores
+        shutil.copytree(source / "warehouse.generations", tmp_path / "warehouse.generations")
+    return Project(tmp_path, tmp_path / "landing")

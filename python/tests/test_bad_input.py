@@ -7,8 +7,6 @@ thing that broke, and no mart changes.
 
 from __future__ import annotations
 
-import datetime as dt
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,21 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import TODAY, Project, make_project
+from conftest import NEW_DAY, Checksums, copy_project
 from pipeline import generator
-
-NEW_DAY = TODAY - dt.timedelta(days=1)
-
-
-@pytest.fixture(scope="module")
-def baseline(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Path, dict[str, tuple[object, ...]]]:
-    root = tmp_path_factory.mktemp("baseline")
-    project = make_project(root, days=20, end_date=TODAY - dt.timedelta(days=2))
-    code, stdout, _ = project.pipeline("run")
-    assert code == 0, stdout
-    return root, project.warehouse.checksums()
 
 
 def _part(landing: Path, entity: str) -> Path:
@@ -105,19 +90,14 @@ CASES: list[tuple[Callable[[Path], None], int, list[str]]] = [
     "corrupt, exit_code, named", CASES, ids=[case[0].__name__ for case in CASES]
 )
 def test_bad_load_fails_loudly_and_publishes_nothing(
-    baseline: tuple[Path, dict[str, tuple[object, ...]]],
+    baseline: tuple[Path, Checksums],
     tmp_path: Path,
     corrupt: Callable[[Path], None],
     exit_code: int,
     named: list[str],
 ) -> None:
-    source, marts_before = baseline
-    shutil.copytree(source / "landing", tmp_path / "landing")
-    for database in [*source.glob("warehouse.duckdb*"), *source.glob("history.duckdb*")]:
-        shutil.copy(
-            database, tmp_path / database.name
-        )  # with its .wal: dbt's instance is still open
-    project = Project(tmp_path, tmp_path / "landing")
+    _, marts_before = baseline
+    project = copy_project(baseline, tmp_path)
     assert generator.append_day(project.settings.landing_root)[0] == NEW_DAY
     corrupt(project.settings.landing_root)
 

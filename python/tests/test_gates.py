@@ -8,10 +8,14 @@ import pytest
 
 from pipeline.gates import (
     FreshnessCheck,
+    LoadNullCounts,
+    NullRatePolicy,
     VolumePolicy,
+    check_null_rate,
     check_volume,
     freshness_checks,
     history_range,
+    judge_null_rates,
     judge_volumes,
     median_absolute_deviation,
     new_load_since,
@@ -197,3 +201,106 @@ def test_judge_volumes_sees_a_missing_batch_as_zero_rows_and_skips_judged_loads(
 def test_a_backfill_judges_its_window_from_the_day_before_it() -> None:
     assert new_load_since([(DAY, 5)], dt.date(2026, 1, 3)) == dt.date(2026, 1, 2)
     assert new_load_since([], None) is None
+
+
+def _load(rows: int, **nulls: int) -> LoadNullCounts:
+    return LoadNullCounts(rows, nulls)
+
+
+def test_a_column_always_complete_tolerates_a_stray_null_but_not_six_percent() -> None:
+    policy = NullRatePolicy()  # k 5, min_history 5, min_tolerance 5%
+    history = [0.0] * 6  # MAD 0: the band is the absolute floor, [0%, 5%]
+    stray = check_null_rate("stg", "email", DAY, _load(1000, email=1), history, policy)
+    assert stray.passed and stray.rate == 0.001 and (stray.low, stray.high) == (0.0, 0.05)
+    many = check_null_rate("stg", "email", DAY, _load(1000, email=60), history, policy)
+    assert not many.passed and many.broken == ("drift band",)
+    assert "ANOMALY: stg.email" in many.message() and "6.0% null (60 of 1,000 rows)" in (
+        many.message()
+    )
+
+
+def test_the_drift_band_is_k_times_mad_around_the_median() -> None:
+    policy = NullRatePolicy(k=5, min_tolerance=0.02)
+    # median 0.30; deviations 0, 0.02, 0.02, 0.01, 0.01 -> MAD 0.01; tolerance 5 x 0.01 = 0.05
+    history = [0.30, 0.32, 0.28, 0.31, 0.29]
+    usual = check_null_rate("stg", "c", DAY, _load(1000, c=330), history, policy)
+    assert usual.passed and usual.broken == ()
+    assert usual.low == pytest.approx(0.25) and usual.high == pytest.approx(0.35)
+    sixty = check_null_rate("stg", "c", DAY, _load(1000, c=600), history, policy)
+    assert not sixty.passed and sixty.broken == ("drift band",)
+    assert "median 30.0%" in sixty.basis and "last 5 loads" in sixty.basis
+    # a column that suddenly fills up has left its habit too
+    full = check_null_rate("stg", "c", DAY, _load(1000, c=0), history, policy)
+    assert not full.passed
+
+
+def test_drift_waits_for_enough_history_and_reads_only_the_window() -> None:
+    policy = NullRatePolicy(window=3, min_history=3)
+    short = check_null_rate("stg", "c", DAY, _load(10, c=9), [0.0, 0.0], policy)
+    assert short.passed and "history 2 of 3 loads" in short.basis and short.high is None
+    # only the newest 3 rates count: median 0.9, MAD 0 -> band [0.85, 0.95]
+    windowed = check_null_rate("stg", "c", DAY, _load(10, c=9), [0.9, 0.9, 0.9, 0.0, 0.0], policy)
+    assert windowed.passed and "last 3 loads" in windowed.basis
+
+
+def test_a_declared_max_null_rate_applies_from_the_first_load() -> None:
+    policy = NullRatePolicy(max_rates={"last_name": 0.02})
+    at_limit = check_null_rate("stg", "last_name", DAY, _load(100, last_name=2), [], policy)
+    assert at_limit.passed and at_limit.high == 0.02
+    over = check_null_rate("stg", "last_name", DAY, _load(100, last_name=3), [], policy)
+    assert not over.passed and over.broken == ("max_null_rate",)
+    assert "breaks max_null_rate" in over.message() and "declared max_null_rate 2.0%" in (
+        over.message()
+    )
+
+
+def test_both_rules_are_named_when_both_break_and_the_tighter_bound_is_shown() -> None:
+    policy = NullRatePolicy(max_rates={"c": 0.1})
+    # history all 0.0: band [0, 0.05]; declared 0.1 -> the expected high is 0.05
+    verdict = check_null_rate("stg", "c", DAY, _load(100, c=50), [0.0] * 5, policy)
+    assert verdict.broken == ("max_null_rate", "drift band") and verdict.high == 0.05
+    assert "breaks max_null_rate and drift band" in verdict.message()
+
+
+def test_an_accepted_load_passes_its_null_rates_and_says_who_accepted() -> None:
+    policy = NullRatePolicy(max_rates={"c": 0.0})
+    verdict = check_null_rate("stg", "c", DAY, _load(10, c=5), [], policy, "ana: migration")
+    assert verdict.passed and verdict.broken == ("max_null_rate",)
+    assert "null rate accepted" in verdict.message() and "ana: migration" in verdict.message()
+
+
+def test_judge_null_rates_baselines_each_load_on_the_loads_before_it() -> None:
+    policy = NullRatePolicy(min_history=2, min_tolerance=0.0)
+    day1, day2 = DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=2)
+    past = {
+        # newest first; a rate recorded for day2 by an earlier run must not baseline day1
+        ("stg", "c"): [(day2, 0.9), (DAY, 0.5), (DAY - dt.timedelta(days=1), 0.5)],
+    }
+    counts = {"stg": {day2: _load(10, c=5, d=0), day1: _load(4, c=2, d=0)}}
+    verdicts = judge_null_rates({"stg": policy}, counts, past, {("stg", day2): "ana: ok"})
+    assert [(v.load_date, v.column) for v in verdicts] == [
+        (day1, "c"),
+        (day1, "d"),
+        (day2, "c"),
+        (day2, "d"),
+    ]
+    c1, d1, c2, _ = verdicts
+    # day1: baseline 0.5, 0.5 -> band [0.5, 0.5]; 2 of 4 = 0.5 passes
+    assert c1.passed and (c1.low, c1.high) == (0.5, 0.5)
+    # d has no history yet: not judged by drift
+    assert d1.passed and "history 0 of 2" in d1.basis
+    # day2: baseline 0.5, 0.5 (the 0.9 of day2 itself is not earlier); 0.5 passes
+    assert c2.passed and c2.broken == ()
+
+
+def test_bad_null_rate_meta_names_the_model_and_column() -> None:
+    with pytest.raises(ValueError, match=r"stg\.email: meta\.max_null_rate"):
+        NullRatePolicy.from_meta("stg", {}, {"email": {"max_null_rate": 1.5}})
+    with pytest.raises(ValueError, match=r"stg\.email: meta\.max_null_rate"):
+        NullRatePolicy.from_meta("stg", {}, {"email": {"max_null_rate": True}})
+    with pytest.raises(ValueError, match=r"stg: invalid meta\.null_rate"):
+        NullRatePolicy.from_meta("stg", {"null_rate": {"k": 0}}, {})
+    policy = NullRatePolicy.from_meta(
+        "stg", {"null_rate": {"window": 7}}, {"id": {"max_null_rate": 0}, "name": {}}
+    )
+    assert policy.max_rates == {"id": 0.0} and policy.window == 7

@@ -19,10 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import TODAY, Project, Warehouse, make_project, make_settings
+from conftest import NEW_DAY, Checksums, Project, Warehouse, copy_project, make_settings
 from pipeline import generator
 
-NEW_DAY = TODAY - dt.timedelta(days=1)
 FUTURE = dt.datetime(2099, 1, 1)
 
 # Every entity, a column the contract requires, and its key (named in the messages).
@@ -45,39 +44,6 @@ TIMESTAMPS = {
 }
 
 
-@pytest.fixture(scope="module")
-def baseline(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Path, dict[str, tuple[object, ...]]]:
-    root = tmp_path_factory.mktemp("hostile")
-    project = make_project(root, days=20, end_date=TODAY - dt.timedelta(days=2))
-    code, stdout, _ = project.pipeline("run")
-    assert code == 0, stdout
-    return root, project.warehouse.checksums()
-
-
-@pytest.fixture(scope="module")
-def reference(
-    baseline: tuple[Path, dict[str, tuple[object, ...]]], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, tuple[object, ...]]:
-    """The marts a full refresh builds from the baseline plus an undamaged next load: what a
-    run must publish once the upstream has repaired its file."""
-    root = tmp_path_factory.mktemp("reference")
-    shutil.copytree(baseline[0] / "landing", root / "landing")
-    generator.append_day(root / "landing")
-    warehouse = Warehouse(make_settings(root, root / "landing"))
-    warehouse.build("--full-refresh")
-    return warehouse.checksums()
-
-
-def _copy(baseline: tuple[Path, dict[str, tuple[object, ...]]], tmp_path: Path) -> Project:
-    source, _ = baseline
-    shutil.copytree(source / "landing", tmp_path / "landing")
-    for database in [*source.glob("warehouse.duckdb*"), *source.glob("history.duckdb*")]:
-        shutil.copy(database, tmp_path / database.name)
-    return Project(tmp_path, tmp_path / "landing")
-
-
 def _new_load(project: Project, entity: str) -> Path:
     assert generator.append_day(project.settings.landing_root)[0] == NEW_DAY
     return project.settings.landing_root / entity / f"load_date={NEW_DAY}" / "part-0000.parquet"
@@ -98,7 +64,7 @@ def _set_first(table: pa.Table, column: str, value: object) -> pa.Table:
     return table.set_column(index, column, pa.array(values, table.schema.field(index).type))
 
 
-def _full_refresh_checksums(project: Project, tmp_path: Path) -> dict[str, tuple[object, ...]]:
+def _full_refresh_checksums(project: Project, tmp_path: Path) -> Checksums:
     """What a fresh warehouse built from the same landing zone holds."""
     fresh = Warehouse(make_settings(tmp_path / "reference", project.settings.landing_root))
     fresh.build("--full-refresh")
@@ -111,7 +77,7 @@ def _assert_stopped(
     stderr: str,
     expected_code: int,
     named: list[str],
-    before: dict[str, tuple[object, ...]],
+    before: Checksums,
 ) -> None:
     assert code == expected_code, stderr
     for text in named:
@@ -123,12 +89,12 @@ def _assert_stopped(
 
 @pytest.mark.parametrize("entity", sorted(REQUIRED))
 def test_a_vanished_column_stops_the_run_and_the_restored_file_is_taken(
-    baseline: tuple[Path, dict[str, tuple[object, ...]]],
+    baseline: tuple[Path, Checksums],
     tmp_path: Path,
-    reference: dict[str, tuple[object, ...]],
+    reference: Checksums,
     entity: str,
 ) -> None:
-    project = _copy(baseline, tmp_path)
+    project = copy_project(baseline, tmp_path)
     column, _ = REQUIRED[entity]
     path = _new_load(project, entity)
     original = _rewrite(path, lambda table: table.drop_columns([column]))
@@ -152,12 +118,12 @@ def test_a_vanished_column_stops_the_run_and_the_restored_file_is_taken(
 
 @pytest.mark.parametrize("entity", sorted(TIMESTAMPS))
 def test_a_timestamp_in_the_future_stops_the_run_naming_the_row(
-    baseline: tuple[Path, dict[str, tuple[object, ...]]],
+    baseline: tuple[Path, Checksums],
     tmp_path: Path,
-    reference: dict[str, tuple[object, ...]],
+    reference: Checksums,
     entity: str,
 ) -> None:
-    project = _copy(baseline, tmp_path)
+    project = copy_project(baseline, tmp_path)
     column = TIMESTAMPS[entity]
     key = REQUIRED[entity][1]
     path = _new_load(project, entity)
@@ -185,13 +151,13 @@ def test_a_timestamp_in_the_future_stops_the_run_naming_the_row(
 
 
 def test_a_value_corrected_in_place_is_taken_by_the_next_run(
-    baseline: tuple[Path, dict[str, tuple[object, ...]]],
+    baseline: tuple[Path, Checksums],
     tmp_path: Path,
-    reference: dict[str, tuple[object, ...]],
+    reference: Checksums,
 ) -> None:
     """A bad value fails the run; the upstream fixes the file in place with the same
     _loaded_at and updated_at; the next run takes the fix and equals a full refresh."""
-    project = _copy(baseline, tmp_path)
+    project = copy_project(baseline, tmp_path)
     path = _new_load(project, "orders")
     original = _rewrite(path, lambda table: _set_first(table, "currency", "XXX"))
 
@@ -207,11 +173,11 @@ def test_a_value_corrected_in_place_is_taken_by_the_next_run(
 
 
 def test_an_old_copy_never_undoes_a_refund_or_a_delivery(
-    baseline: tuple[Path, dict[str, tuple[object, ...]]], tmp_path: Path
+    baseline: tuple[Path, Checksums], tmp_path: Path
 ) -> None:
     """Copies delivered again in a later load with their old status: the refund and the
     delivery stand, and every mart equals a full refresh that saw the same copies."""
-    project = _copy(baseline, tmp_path)
+    project = copy_project(baseline, tmp_path)
     landing = project.settings.landing_root
     refunded = project.warehouse.query(
         "select payment_id, order_id from staging.stg_landing__payments "
@@ -297,9 +263,9 @@ def test_an_old_copy_never_undoes_a_refund_or_a_delivery(
 
 
 def test_retention_of_old_landing_partitions_changes_no_mart(
-    baseline: tuple[Path, dict[str, tuple[object, ...]]], tmp_path: Path
+    baseline: tuple[Path, Checksums], tmp_path: Path
 ) -> None:
-    project = _copy(baseline, tmp_path)
+    project = copy_project(baseline, tmp_path)
     for entity in REQUIRED:
         for folder in sorted((project.settings.landing_root / entity).glob("load_date=*"))[:10]:
             shutil.rmtree(folder)
@@ -309,11 +275,11 @@ def test_retention_of_old_landing_partitions_changes_no_mart(
 
 
 def test_an_operator_accepts_a_real_anomaly_and_the_next_run_passes(
-    baseline: tuple[Path, dict[str, tuple[object, ...]]], tmp_path: Path
+    baseline: tuple[Path, Checksums], tmp_path: Path
 ) -> None:
     """A sale: half again the usual orders. The gate stops it (exit 4); an operator accepts
     the load with a reason; `pipeline gates` shows it; the next run passes and records it."""
-    project = _copy(baseline, tmp_path)
+    project = copy_project(baseline, tmp_path)
     path = _new_load(project, "orders")
     orders = pq.read_table(path)
     extra = orders.slice(0, orders.num_rows // 2)

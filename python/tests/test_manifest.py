@@ -19,7 +19,16 @@ RAW = {
                 "nodes": ["source.commerce.landing.orders", "seed.commerce.order_statuses"]
             },
             "relation_name": '"w"."staging"."stg_landing__orders"',
-            "config": {"materialized": "incremental", "meta": {"volume": {"min_rows": 7}}},
+            "config": {
+                "materialized": "incremental",
+                "meta": {"volume": {"min_rows": 7}, "null_rate": {"window": 7}},
+            },
+            "columns": {
+                "order_id": {"name": "order_id", "config": {"meta": {"max_null_rate": 0}}},
+                "note": {"name": "note", "meta": {"max_null_rate": 0.25}},
+                "updated_at": {"name": "updated_at", "config": {"meta": {}}},
+                "_load_date": {"name": "_load_date", "config": {"meta": {}}},
+            },
         },
         "model.commerce.int_x": {
             "name": "int_x",
@@ -90,6 +99,16 @@ def test_volume_subjects_are_staging_models_reading_one_source_with_their_policy
     (subject,) = Manifest.from_json(RAW).volume_subjects().values()
     assert (subject.name, subject.entity) == ("stg_landing__orders", "orders")
     assert subject.policy.min_rows == 7 and subject.policy.window == 14
+
+
+def test_null_rate_subjects_measure_the_declared_columns_with_their_ceilings() -> None:
+    (subject,) = Manifest.from_json(RAW).null_rate_subjects().values()
+    assert subject.name == "stg_landing__orders"
+    assert subject.relation == '"w"."staging"."stg_landing__orders"'
+    # the load date is what rates are grouped by, not a column measured
+    assert subject.columns == ("order_id", "note", "updated_at")
+    assert subject.policy.max_rates == {"order_id": 0.0, "note": 0.25}
+    assert subject.policy.window == 7
 
 
 def test_landing_sources_carry_the_contract_columns() -> None:

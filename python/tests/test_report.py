@@ -38,7 +38,7 @@ EXPECTED_EXITS = [1, 0, 4, 0]  # oldest first, as caused below
 # order_status is tested against the order_statuses seed (a relationships test): "lost" is not
 # there.
 BAD_TEST = "relationships_stg_landing__orders_order_status__order_status__ref_order_statuses_"
-CHARTS = 7  # runs, volume, freshness, model rows, model seconds, tests, lineage
+CHARTS = 8  # runs, volume, null rates, freshness, model rows, model seconds, tests, lineage
 ARTIFACTS = PROJECT_DIR / "build" / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
@@ -260,6 +260,12 @@ def test_report_renders_every_chart_without_errors(history: History, tmp_path: P
     assert exits == list(reversed(EXPECTED_EXITS))
     statuses = [row[2] for row in facts.table_rows if row]
     assert statuses == ["success", "volume", "success", "dbt_error"]
+    # What each run published: a successful run its own file generation, a failed one nothing.
+    published = [(row[1], row[6]) for row in facts.table_rows if row]
+    assert [text for _, text in published] == [
+        f"file generation {run}" if status == "success" else "nothing"
+        for (run, _), status in zip(published, statuses, strict=True)
+    ]
 
     shot = tmp_path / "report.png"
     result = chromium(
@@ -277,6 +283,17 @@ def test_volume_chart_marks_the_load_that_stopped_a_run(history: History) -> Non
     assert len(stopped) == 1, "exactly one load, in one model, stopped a run"
     assert [str(x) for x in stopped[0].x] == [history.truncated_load.isoformat()]
     assert list(stopped[0].y) == [history.truncated_rows]
+
+
+def test_null_rate_chart_shows_the_columns_ever_null_and_not_the_complete_ones(
+    history: History,
+) -> None:
+    figure = report_module.null_rate_figure(read_history(history.history_path))
+    titles = {annotation.text for annotation in figure.layout.annotations}
+    # anonymous events are the landing's only nulls (about a sixth of them, never none)
+    assert titles == {"stg_landing__events.customer_id"}
+    (observed,) = [trace for trace in figure.data if trace.name == "null rate"]
+    assert all(0 < rate < 1 for rate in observed.y)
 
 
 def test_focusing_the_failed_run_puts_its_failing_test_on_top(

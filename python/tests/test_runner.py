@@ -177,10 +177,16 @@ def test_retry_resumes_only_what_failed_or_was_skipped(fresh_project: Project) -
     )
     code, _, stderr = project.pipeline("run")
     assert code == 1 and "fct_daily_revenue" in stderr
-    assert project.history.runs(1)[0].phase == "downstream"
-    assert "fct_orders" in project.marts()
+    failed = project.history.runs(1)[0]
+    assert failed.phase == "downstream"
+    assert project.marts() == {"fct_daily_revenue"}, "the failed run published nothing"
 
-    project.warehouse.query("drop table marts.fct_daily_revenue")
+    # The failed run's private copy is kept for --retry: the person fixes it there.
+    generations = project.settings.warehouse_path.with_name("warehouse.generations")
+    kept = generations / f"{failed.run_id}.unpublished" / "warehouse.duckdb"
+    with duckdb.connect(str(kept)) as con:
+        assert con.sql("select count(*) from marts.fct_orders").fetchone() != (0,)
+        con.execute("drop table marts.fct_daily_revenue")
     # A person compiles one model by hand in between: its run_results.json is not the runner's.
     assert project.warehouse.dbt("compile", "--select", "dim_customers").success
     code, _, stderr = project.pipeline("run", "--retry")
@@ -415,12 +421,15 @@ def test_a_warehouse_file_held_by_another_process_is_a_lock_exit_5(fresh_project
 def test_a_corrupt_history_is_named_in_one_line_and_rebuilt_from_its_journal(
     fresh_project: Project,
 ) -> None:
-    """The volume baseline lives in the history: a damaged file is never silently discarded."""
+    """The volume and null-rate baselines live in the history: a damaged file is never
+    silently discarded."""
     project = fresh_project
     assert project.pipeline("run")[0] == 0
     before = [(run.run_id, run.status) for run in project.history.runs(10)]
     judged = project.history.volume_history(["stg_landing__orders"])["stg_landing__orders"]
     assert judged, "the first run judged every load"
+    rates = project.history.null_rate_history(["stg_landing__events"])
+    assert len(rates[("stg_landing__events", "customer_id")]) == len(judged)
     project.settings.history_path.write_bytes(b"this is not a duckdb file" * 100)
 
     code, stdout, stderr = project.pipeline("run")
@@ -433,6 +442,7 @@ def test_a_corrupt_history_is_named_in_one_line_and_rebuilt_from_its_journal(
     rebuilt = History(project.settings.history_path)
     assert [(run.run_id, run.status) for run in rebuilt.runs(10)] == before
     assert rebuilt.volume_history(["stg_landing__orders"])["stg_landing__orders"] == judged
+    assert rebuilt.null_rate_history(["stg_landing__events"]) == rates
     assert project.settings.history_path.with_name("history.duckdb.corrupt").exists()
     assert project.pipeline("run")[0] == 0
 

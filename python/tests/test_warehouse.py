@@ -8,13 +8,17 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pyarrow.dataset as ds
 import pytest
 
 import oracle
 from conftest import MARTS, Warehouse, make_landing, make_settings
 from pipeline import generator
+from pipeline.gates import LoadNullCounts
+from pipeline.warehouse import load_null_counts
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +204,34 @@ def test_every_mart_is_built(built_warehouse: Warehouse) -> None:
         )
     }
     assert set(MARTS) <= tables
+
+
+class _Memory:
+    """The runner's Queries protocol over an in-memory table: the SQL, without dbt."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.sql: list[str] = []
+
+    def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        self.sql.append(sql)
+        return self.con.execute(sql).fetchall()
+
+
+def test_null_counts_are_one_query_per_model_over_the_new_loads_only() -> None:
+    con = duckdb.connect()
+    con.execute("create table stg (id bigint, name varchar, note varchar, _load_date date)")
+    con.execute(
+        "insert into stg values (1, 'a', null, '2026-01-01'), (2, null, null, '2026-01-02'), "
+        "(3, 'c', 'x', '2026-01-02'), (4, null, null, '2026-01-03'), (5, 'e', null, '2026-01-04')"
+    )
+    queries = _Memory(con)
+    counts = load_null_counts(
+        queries, "stg", ("id", "name", "note"), dt.date(2026, 1, 1), dt.date(2026, 1, 3)
+    )
+    # 01-01 is judged already, 01-04 is after the window's end
+    assert counts == {
+        dt.date(2026, 1, 2): LoadNullCounts(2, {"id": 0, "name": 1, "note": 1}),
+        dt.date(2026, 1, 3): LoadNullCounts(1, {"id": 0, "name": 1, "note": 1}),
+    }
+    assert len(queries.sql) == 1
