@@ -16,7 +16,7 @@ DAYS ?= 30
 help:
 	@echo "make run    generate sample data and run the pipeline on DuckDB"
 	@echo "make test   lint, then the whole test suite (DuckDB and Spark)"
-	@echo "make lint   sqlfluff, no select *, ruff, mypy --strict, yamllint (all, one pass)"
+	@echo "make lint   sqlfluff, no select *, ruff, mypy --strict, yamllint, dbt-score (all, one pass)"
 	@echo "make docs   build dbt docs into target/ (browse: make docs-serve)"
 	@echo "make bench  benchmarks into bench/results.json and bench/README.md"
 
@@ -47,8 +47,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check python || failed="$$failed ruff-format"; \
 	$(BIN)/mypy --strict python || failed="$$failed mypy"; \
 	$(BIN)/yamllint --strict . || failed="$$failed yamllint"; \
+	if $(BIN)/dbt parse --quiet --target-path target/lint; then \
+		$(BIN)/dbt-score lint --manifest target/lint/manifest.json --fail-project-under 9.5 \
+			|| failed="$$failed dbt-score"; \
+	else failed="$$failed dbt-parse"; fi; \
 	if [ -n "$$failed" ]; then echo "lint failed:$$failed"; exit 1; fi; \
-	echo "lint: sqlfluff, select-star, ruff, ruff format, mypy --strict and yamllint all pass"
+	echo "lint: sqlfluff, select-star, ruff, ruff format, mypy --strict, yamllint and dbt-score all pass"
 
 test: lint
 	$(BIN)/pytest

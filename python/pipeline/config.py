@@ -54,6 +54,10 @@ class Settings(BaseModel):
     notify_url: str | None = Field(
         default=None, description="Slack-compatible webhook told of every run a person must look at"
     )
+    state_path: Path | None = Field(
+        default=None,
+        description="folder holding production's manifest.json, for --select state:modified+",
+    )
     log_format: Literal["text", "json"] = "text"
     threads: int = Field(default=2, ge=1, le=64)
     keep_generations: int = Field(

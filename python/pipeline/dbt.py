@@ -17,6 +17,7 @@ from dbt.artifacts.schemas.run import RunExecutionResult
 from dbt.cli.main import dbtRunner
 
 from pipeline.config import Settings
+from pipeline.manifest import node_name
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class NodeResult:
 
     @property
     def name(self) -> str:
-        return self.unique_id.split(".")[-1]
+        return node_name(self.unique_id)
 
     @property
     def resource_type(self) -> str:

@@ -16,6 +16,15 @@ from typing import Any
 
 from pipeline.gates import NullRatePolicy, VolumePolicy
 
+
+def node_name(unique_id: str) -> str:
+    """The short name of a node: a versioned model keeps its version (`dim_customers.v2`)."""
+    parts = unique_id.split(".")
+    if parts[0] == "model" and len(parts) == 4:  # model.<package>.<name>.v<N>
+        return f"{parts[2]}.{parts[3]}"
+    return parts[-1]
+
+
 BUILT_TYPES = frozenset({"model", "seed", "snapshot"})
 LOAD_DATE_COLUMN = "_load_date"  # every staging row's load: what the gates group by
 

@@ -37,6 +37,7 @@ from jinja2 import Environment, select_autoescape
 from plotly.subplots import make_subplots
 
 from pipeline.config import ConfigError, load_settings
+from pipeline.manifest import node_name
 
 DEFAULT_OUTPUT = Path("data/report.html")
 CONNECT_ATTEMPTS = 20  # a writer holds the file for well under a second at a time
@@ -723,7 +724,7 @@ def lineage_figure(data: ReportData) -> go.Figure:
             mode="markers+text",
             x=[positions[n][0] for n in picked],
             y=[positions[n][1] for n in picked],
-            text=[n.split(".")[-1] for n in picked],
+            text=[node_name(n) for n in picked],
             textposition="middle right",
             textfont=dict(size=9),
             marker=dict(

@@ -41,6 +41,7 @@ from pipeline.notify import report_and_notify
 from pipeline.observability import Lineage, RunSummary, write_metrics
 from pipeline.publish import PublishError, publisher_for
 from pipeline.report import DEFAULT_OUTPUT
+from pipeline.state import StateArgs, state_args
 from pipeline.summary import dbt_progress, summary_table
 from pipeline.warehouse import load_null_counts, load_volumes, queries_for, relation_sizes
 
@@ -118,6 +119,7 @@ class Runner:
         self.resumed_run = ""
         self.cancelled_by: int | None = None
         self.finishing = False
+        self.state = StateArgs()  # --state/--defer when a selector uses state: (slim CI)
         self.publisher = publisher_for(settings)
         self.build_settings = settings  # where dbt writes: the run's private state, once prepared
         self.published: dict[str, Any] | None = None
@@ -278,6 +280,7 @@ class Runner:
         self._prune_run_folders()
         if self.settings.target == "duckdb":
             self._timed("warehouse", self._check_warehouse_free)
+        self.state = state_args(self.settings, self.options.select)  # exit 2 before any build
         manifest = self._timed("parse", self._parse)
         if self.options.select and self.options.build:
             self._timed("select", self._check_selection)
@@ -470,7 +473,7 @@ class Runner:
         selection = " ".join(self.options.select)
         outcome = invoke(
             self.settings,
-            ["ls", "--select", *self.options.select, "--output", "name"],
+            ["ls", "--select", *self.options.select, *self.state.select, "--output", "name"],
             target_path=self.run_dir / "select",
             quiet=True,
             on_event=self._dbt_event,
@@ -703,7 +706,7 @@ class Runner:
             )
 
     def _build(self, phase: str, selection: list[str]) -> None:
-        args = ["build", *selection]
+        args = ["build", *selection, *self.state.build]
         if self.options.full_refresh:
             args.append("--full-refresh")
         self._dbt(phase, args)

@@ -56,6 +56,8 @@ def summary_table(summary: RunSummary) -> Table:
     """
     by_layer: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for node in summary.nodes:
+        if node.resource_type == "exposure":  # a consumer in the graph: nothing ran
+            continue
         stats = by_layer[node.layer]
         kind = "models" if node.resource_type in {"model", "seed", "snapshot"} else "tests"
         if node.status in {"error", "fail", "runtime error"}:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -54,6 +55,12 @@ class Oracle:
     daily_revenue: dict[dt.date, tuple[int, Decimal, int]] = field(default_factory=dict)
     customers: dict[int, tuple[dt.date | None, int, Decimal]] = field(default_factory=dict)
     sessions: dict[str, tuple[int, bool, dt.date]] = field(default_factory=dict)
+    emails: dict[int, str] = field(default_factory=dict)  # masked: sha256 of the latest email
+
+
+def mask(value: str) -> str:
+    """PII as every relation below staging holds it: SHA-256 of the UTF-8 bytes, hex."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 def compute(landing: Path) -> Oracle:
@@ -97,6 +104,7 @@ def compute(landing: Path) -> Oracle:
     result.customers = {
         cid: (first, n, revenue) for cid, (first, n, revenue) in per_customer.items()
     }
+    result.emails = {cid: mask(customer["email"]) for cid, customer in customers.items()}
 
     events = _latest(_rows(landing, "events"), "event_id", ("_loaded_at",))
     per_session: dict[str, list[Any]] = {}

@@ -55,7 +55,11 @@ def test_workflow_runs_the_readme_commands_and_slim_ci() -> None:
     runs = "\n".join(step.get("run", "") for step in workflow["jobs"]["lint-and-slim-ci"]["steps"])
     assert "make install" in runs and "make lint" in runs
     assert "git diff --name-only --diff-filter=d origin/main..." in runs
-    assert '--select state:modified+ --defer --favor-state --state "$STATE_PATH"' in runs
+    assert "pipeline run --select state:modified+" in runs
+    slim = next(
+        s for s in workflow["jobs"]["lint-and-slim-ci"]["steps"] if "Slim" in s.get("name", "")
+    )
+    assert slim["env"]["PIPELINE_STATE_PATH"] == "${{ env.STATE_PATH }}"
     for step in workflow["jobs"]["lint-and-slim-ci"]["steps"]:
         if "run" in step:
             assert subprocess.run(["bash", "-n"], input=step["run"], text=True).returncode == 0, (

@@ -320,7 +320,7 @@ def test_focusing_the_failed_run_puts_its_failing_test_on_top(
         for trace in report_module.lineage_figure(data).data
         if trace.name
     }
-    assert {"fct_orders", "dim_customers", "fct_daily_revenue"} <= lineage["not run"]
+    assert {"fct_orders", "dim_customers.v2", "fct_daily_revenue"} <= lineage["not run"]
     assert "stg_landing__orders" in lineage["success"] and "fct_orders" not in lineage["success"]
     assert {"orders", "order_items", "payments", "customers", "products", "events"} <= lineage[
         "source"

@@ -210,7 +210,7 @@ def test_retry_with_nothing_to_resume_says_so_and_exits_2(fresh_project: Project
     [
         ("fct_order+", "--select fct_order+ does not match any enabled node"),
         ("fct_orders; rm -rf x", "--select fct_orders; rm -rf x does not match any enabled node"),
-        ("state:modified+", "no comparison manifest"),
+        ("state:modified+", "state_path is not set"),  # test_state.py: with a state
     ],
 )
 def test_a_selection_dbt_cannot_use_or_that_matches_nothing_exits_2(

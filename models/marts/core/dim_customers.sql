@@ -1,4 +1,6 @@
--- One row per customer (current version from the SCD2 snapshot) with lifetime order figures.
+-- dim_customers v2 (the latest; relation marts.dim_customers): one row per customer (current
+-- version from the SCD2 snapshot) with lifetime order figures. v2 carries no names: see
+-- dim_customers_v1.sql for the deprecated version that still does.
 with
 
 customers as (
@@ -6,8 +8,6 @@ customers as (
     select
         customer_id,
         email,
-        first_name,
-        last_name,
         country_code,
         created_at,
         updated_at,
@@ -45,8 +45,6 @@ final as (
     select
         customers.customer_id,
         customers.email,
-        customers.first_name,
-        customers.last_name,
         customers.country_code,
         customers.created_at,
         customer_orders.first_order_date,
@@ -65,8 +63,6 @@ final as (
 select
     customer_id,
     email,
-    first_name,
-    last_name,
     country_code,
     created_at,
     first_order_date,
