@@ -18,10 +18,13 @@ from pipeline.gates import NullRatePolicy, VolumePolicy
 
 
 def node_name(unique_id: str) -> str:
-    """The short name of a node: a versioned model keeps its version (`dim_customers.v2`)."""
+    """The short name of a node: a versioned model keeps its version (`dim_customers.v2`), a
+    generic data test drops the hash dbt appends to keep its id unique."""
     parts = unique_id.split(".")
     if parts[0] == "model" and len(parts) == 4:  # model.<package>.<name>.v<N>
         return f"{parts[2]}.{parts[3]}"
+    if parts[0] == "test" and len(parts) == 4:  # test.<package>.<name>.<hash>
+        return parts[2]
     return parts[-1]
 
 

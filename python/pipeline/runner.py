@@ -308,7 +308,16 @@ class Runner:
                 )
             else:
                 selected = ["--select", *self.options.select] if self.options.select else []
-                downstream = [*selected, "--exclude", *STAGING_SELECTOR.split()]
+                # buildable, not dbt's eager default: eager drops with the excluded staging nodes
+                # every test that also reads one (a mart's relationships to a seed, its recency
+                # against a staging model), and the staging phase (cautious) leaves them here.
+                downstream = [
+                    *selected,
+                    "--exclude",
+                    *STAGING_SELECTOR.split(),
+                    "--indirect-selection",
+                    "buildable",
+                ]
                 self._timed("downstream", lambda: self._build("downstream", downstream))
             self._timed("publish", self._publish)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.manifest import Manifest
+from pipeline.manifest import Manifest, node_name
 
 RAW = {
     "nodes": {
@@ -125,3 +125,22 @@ def test_an_absent_manifest_is_empty_and_a_malformed_one_raises(tmp_path: Path) 
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(json.JSONDecodeError):
         Manifest.load(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(
+    "unique_id, name",
+    [
+        ("model.commerce.fct_orders", "fct_orders"),
+        ("model.commerce.dim_customers.v1", "dim_customers.v1"),
+        ("test.commerce.not_null_fct_orders_order_id.1a2b3c4d5e", "not_null_fct_orders_order_id"),
+        (
+            "test.commerce.assert_order_totals_match_their_lines",
+            "assert_order_totals_match_their_lines",
+        ),
+        ("unit_test.commerce.fct_orders.fct_orders_flags_revenue", "fct_orders_flags_revenue"),
+        ("seed.commerce.order_statuses", "order_statuses"),
+    ],
+)
+def test_node_names_are_what_dbt_ls_prints(unique_id: str, name: str) -> None:
+    """The history and the report name a generic test as people know it, not by dbt's hash."""
+    assert node_name(unique_id) == name

@@ -9,6 +9,7 @@ state. Every case starts from a copy of one baseline built once per module.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -351,3 +352,32 @@ def test_rollback_refuses_what_it_cannot_restore(
     code, _, stderr = project.pipeline("rollback", "--to", first)
     assert code == 2 and "keep_generations" in stderr
     assert project.warehouse.checksums() == baseline[1]
+
+
+def test_a_run_executes_every_test_the_project_declares(baseline: tuple[Path, Checksums]) -> None:
+    """Each phase selects its own tests; together they must be all of them. A test that reads
+    a staging node and a mart (a mart's relationship to a seed, its recency against staging)
+    once fell between the phases: the staging phase waits for the mart, and dbt's default
+    indirect selection dropped it from the downstream phase with the excluded staging nodes."""
+    project = Project(baseline[0], baseline[0] / "landing")
+    (run,) = project.history.runs(last=1)
+    assert run.status == "success"
+    executed = {
+        node.unique_id
+        for node in project.history.nodes(run.run_id)
+        if node.resource_type in ("test", "unit_test") and node.status in ("pass", "success")
+    }
+    listed = project.warehouse.dbt(
+        "ls",
+        "--resource-type",
+        "test",
+        "--resource-type",
+        "unit_test",
+        "--output",
+        "json",
+        "--output-keys",
+        "unique_id",
+    ).listed
+    declared = {json.loads(line)["unique_id"] for line in listed}
+    assert len(declared) > 100  # the project's data and unit tests, not an empty listing
+    assert declared - executed == set()
