@@ -182,6 +182,7 @@ class LocalCluster:
         return self.state
 
     def _thrift_command(self) -> list[str]:
+        jars = spark_jars(self.root / "jars").split(",")
         confs = {
             **iceberg_confs(self.warehouse, self.metastore),
             "spark.hadoop.hive.server2.thrift.port": str(self.state.thrift_port),
@@ -194,6 +195,12 @@ class LocalCluster:
             "spark.cores.max": str(self.workers * self.worker_cores),
             # Derby writes derby.log into the working folder unless told otherwise.
             "spark.driver.extraJavaOptions": f"-Dderby.system.home={self.root}",
+            # On the driver's and executors' own class path, not only `--jars`: the Thrift
+            # server's session threads resolve the catalog through a class loader that does
+            # not see jars added at submit (NoClassDefFoundError on Iceberg's classes).
+            # Every process runs on this machine, so the local paths are valid everywhere.
+            "spark.driver.extraClassPath": ":".join(jars),
+            "spark.executor.extraClassPath": ":".join(jars),
         }
         command = [
             str(spark_home() / "bin" / "spark-submit"),
@@ -201,8 +208,6 @@ class LocalCluster:
             self.state.master_url,
             "--driver-memory",
             self.driver_memory,
-            "--jars",
-            spark_jars(self.root / "jars"),
             "--class",
             THRIFT_SERVER_CLASS,
             "--name",

@@ -89,6 +89,10 @@ def _command(
     quiet: bool,
 ) -> list[str]:
     os.environ.update(dbt_environment(settings))
+    if settings.target == "spark":
+        from pipeline.thrift import accept_empty_row_sets
+
+        accept_empty_row_sets()
     settings.resolve(settings.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
     command = [
         *args,
