@@ -193,6 +193,9 @@ class LocalCluster:
             "spark.executor.memory": self.executor_memory,
             "spark.executor.cores": str(self.worker_cores),
             "spark.cores.max": str(self.workers * self.worker_cores),
+            # Every executor is on this host: waiting up to 3 s per task for a "more local"
+            # slot only delays the many tiny queries a dbt run sends.
+            "spark.locality.wait": "0s",
             # Derby writes derby.log into the working folder unless told otherwise.
             "spark.driver.extraJavaOptions": f"-Dderby.system.home={self.root}",
             # On the driver's and executors' own class path, not only `--jars`: the Thrift
