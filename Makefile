@@ -11,7 +11,7 @@ SEED ?= 42
 SCALE ?= 0.05
 DAYS ?= 30
 
-.PHONY: help install run test lint docs bench clean
+.PHONY: help install run test lint docs bench clean cluster-up cluster-down
 
 help:
 	@echo "make run    generate sample data and run the pipeline on DuckDB"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint   sqlfluff, no select *, ruff, mypy --strict, yamllint, dbt-score (all, one pass)"
 	@echo "make docs   build dbt docs into target/ (browse: make docs-serve)"
 	@echo "make bench  benchmarks into bench/results.json and bench/README.md"
+	@echo "make cluster-up / cluster-down   a one-machine Spark cluster + Thrift server (data/cluster)"
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +66,14 @@ docs-serve: docs
 
 bench: $(STAMP)
 	PYTHONPATH=python $(BIN)/python -m bench
+
+# A Spark standalone Master, two Workers and a Thrift server on 127.0.0.1, for `--target spark`
+# (python/pipeline/cluster.py). Then: source data/cluster/cluster.env && pipeline run --target spark
+cluster-up: $(STAMP)
+	$(BIN)/pipeline cluster up --dir data/cluster
+
+cluster-down: $(STAMP)
+	$(BIN)/pipeline cluster down --dir data/cluster
 
 clean:
 	rm -rf data target logs build spark-warehouse metastore_db derby.log

@@ -4,12 +4,14 @@
     source needs no change here. Views re-list the folder at query time: new load partitions
     appear without re-registering, and `load_date` (the hive partition) prunes files. The
     view is the raw landing data by definition, so it selects every column the files carry.
+    The statements are DDL and return no rows: they are executed without fetching, since a
+    Thrift server's cursor has no result set to fetch after DDL (run_query fails there).
 -#}
 {% macro register_landing_sources() %}
     {%- if execute -%}
-        {%- do run_query(adapter.dispatch('create_landing_schema', 'commerce')()) -%}
+        {%- do adapter.execute(adapter.dispatch('create_landing_schema', 'commerce')()) -%}
         {%- for entity in landing_entities() -%}
-            {%- do run_query(adapter.dispatch('landing_view_sql', 'commerce')(entity)) -%}
+            {%- do adapter.execute(adapter.dispatch('landing_view_sql', 'commerce')(entity)) -%}
         {%- endfor -%}
     {%- endif -%}
 {% endmacro %}

@@ -480,6 +480,10 @@ def write_report(results: dict[str, Any]) -> None:
             f"{spark['pipeline_full_refresh']['peak_rss_mb']} MB "
             "(wall time includes JVM start; RSS is the Python process) | information |"
         )
+    if "cluster" in results:
+        from bench.cluster import report_lines
+
+        lines += report_lines(results["cluster"])
     notes = results.get("notes")
     (BENCH_DIR / "README.md").write_text(
         "\n".join(lines) + "\n" + (f"\n{notes}\n" if notes else "")
@@ -505,6 +509,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spark-scale", type=float, default=0.1)
     parser.add_argument("--spark-days", type=int, default=3)
     parser.add_argument("--skip-spark", action="store_true")
+    parser.add_argument("--cluster-scales", default="0.1,1", help="cluster side by side; '' skips")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -538,6 +543,14 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_spark:
             print("spark ...", flush=True)
             results["spark"] = bench_spark(work, args.spark_scale, args.spark_days, args.runs)
+        if args.cluster_scales:
+            from bench.cluster import bench_cluster
+
+            print("cluster (DuckDB, spark_local, Spark standalone + Thrift) ...", flush=True)
+            scales = [float(s) for s in args.cluster_scales.split(",")]
+            results["cluster"] = bench_cluster(
+                work, scales, args.spark_days, Workspace, generate, summarize
+            )
         results["bench_seconds"] = round(time.perf_counter() - started, 1)
     notes_file = BENCH_DIR / "NOTES.md"
     results["notes"] = notes_file.read_text() if notes_file.exists() else ""

@@ -314,6 +314,54 @@ def rollback(
 
 app.command("report")(report_command)
 
+cluster_app = typer.Typer(
+    no_args_is_help=True,
+    help="A one-machine Spark standalone cluster with a Thrift server, for the spark target.",
+)
+app.add_typer(cluster_app, name="cluster")
+ClusterDirOption = Annotated[
+    Path, typer.Option("--dir", help="Where the cluster keeps its logs, metastore and tables.")
+]
+
+
+@cluster_app.command("up")
+def cluster_up(
+    folder: ClusterDirOption = Path("data/cluster"),
+    workers: Annotated[int, typer.Option(min=1, max=8, help="Spark Workers.")] = 2,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for it.")] = 180.0,
+) -> None:
+    """Start a Master, Workers and a Thrift server on 127.0.0.1, and write the spark target's
+    environment to <dir>/cluster.env (`source` it, then `pipeline run --target spark`)."""
+    from pipeline.cluster import ClusterError, LocalCluster, read_state
+
+    if read_state(folder) is not None:
+        err.print(f"[red]usage error:[/red] a cluster is recorded in {folder}: cluster down first")
+        raise typer.Exit(ExitCode.USAGE)
+    try:
+        state = LocalCluster(folder, workers=workers, timeout=timeout).start()
+    except ClusterError as error:
+        err.print(f"[red]cluster failed to start (everything stopped):[/red] {error}")
+        raise typer.Exit(ExitCode.DBT_ERROR) from None
+    env_file = folder / "cluster.env"
+    env_file.write_text(
+        "".join(f"export {key}={value}\n" for key, value in {**state.env}.items())
+        + "export COMMERCE_TARGET=spark\n"
+    )
+    out.print(
+        f"cluster up: master {state.master_url}, Thrift server {state.env['COMMERCE_SPARK_HOST']}"
+        f":{state.thrift_port}; source {env_file} to use it; stop with `pipeline cluster down`"
+    )
+
+
+@cluster_app.command("down")
+def cluster_down(folder: ClusterDirOption = Path("data/cluster")) -> None:
+    """Stop every process of the cluster recorded in <dir> (Thrift server, Workers, Master)."""
+    from pipeline.cluster import stop_recorded
+
+    stopped = stop_recorded(folder)
+    (folder / "cluster.env").unlink(missing_ok=True)
+    out.print(f"stopped: {', '.join(stopped)}" if stopped else f"no cluster recorded in {folder}")
+
 
 def main() -> None:
     """Console-script entry point."""

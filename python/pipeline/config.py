@@ -44,6 +44,12 @@ class Settings(BaseModel):
     spark_dir: Path = Path("data/spark")  # spark_local: Iceberg warehouse and Derby metastore
     history_path: Path = Path("data/history.duckdb")
     lock_path: Path = Path("data/pipeline.lock")
+    lock_lease_seconds: int = Field(
+        default=600,
+        ge=30,
+        le=24 * 3600,
+        description="spark target: how long a run's warehouse lock outlives its last renewal",
+    )
     target_path: Path = Path("target")
     metrics_path: Path = Path("data/metrics/commerce.prom")
     lineage_path: Path = Path("data/lineage/events.jsonl")

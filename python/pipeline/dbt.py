@@ -89,6 +89,11 @@ def _command(
     quiet: bool,
 ) -> list[str]:
     os.environ.update(dbt_environment(settings))
+    if settings.target == "spark":
+        from pipeline.thrift import accept_empty_row_sets
+
+        accept_empty_row_sets()  # and polls that back off from 50 ms: dbt-spark need not sleep
+        os.environ.setdefault("COMMERCE_SPARK_POLL_SECONDS", "0")
     settings.resolve(settings.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
     command = [
         *args,

@@ -35,7 +35,8 @@ from pipeline.dbt import DbtOutcome, invoke, read_json_artifact, release_duckdb
 from pipeline.exits import ExitCode, StopRun, failpoint
 from pipeline.history import History, NodeRecord, RunRecord
 from pipeline.landing import EntityContract, check_landing, summarize
-from pipeline.lock import LockBusy, RunLock
+from pipeline.lease import run_lock
+from pipeline.lock import LockBusy
 from pipeline.manifest import BUILT_TYPES, Manifest
 from pipeline.notify import report_and_notify
 from pipeline.observability import Lineage, RunSummary, write_metrics
@@ -140,9 +141,7 @@ class Runner:
             )
 
         try:
-            with RunLock(
-                self.settings.resolve(self.settings.lock_path), self.summary.run_id
-            ) as lock:
+            with run_lock(self.settings, self.summary.run_id) as lock:
                 # Recorded `running` only under the lock: any other `running` row the holder
                 # finds belongs to a run that died (see _close_abandoned_runs).
                 record_start()
