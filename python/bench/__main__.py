@@ -137,9 +137,19 @@ class Workspace:
         shutil.copytree(self.landing, self.root / name / "landing")
 
     def restore(self, name: str) -> None:
+        """Put back a saved warehouse and landing zone; dbt's parse cache stays, as it does
+        between a scheduler's daily runs (the runner keeps it in target/parse)."""
+        cache = self.root / "state" / "target" / "parse"
+        kept = self.root / "parse-cache"
+        shutil.rmtree(kept, ignore_errors=True)
+        if cache.is_dir():
+            shutil.move(cache, kept)
         for part in ("state", "landing"):
             shutil.rmtree(self.root / part, ignore_errors=True)
             shutil.copytree(self.root / name / part, self.root / part)
+        if kept.is_dir():
+            shutil.rmtree(cache, ignore_errors=True)
+            shutil.move(kept, cache)
 
     def last_run_phases(self) -> dict[str, float]:
         return History(self.root / "state" / "history.duckdb").runs(1)[0].phase_seconds
