@@ -8,14 +8,33 @@
     the run wrote; the merge keys, the database's constraints and earlier runs' tests keep
     the older rows true. Without the var (`pipeline run --deep`, a full refresh, a backfill, a
     person's `dbt build`) every test reads its whole table.
+
+    Self-contained on purpose: dbt calls it from its own namespace, where this project's other
+    macros are not always in scope (partial parsing).
 -#}
 {% macro default__get_where_subquery(relation) -%}
     {%- set where = config.get('where') -%}
-    {%- set scope = tests_scope_predicate(relation) -%}
+    {%- set since = var('tests_since', none) -%}
+    {%- set scope = [] -%}
+    {%- if since is not none and execute and relation.identifier is defined -%}
+        {%- for node in graph.nodes.values() -%}
+            {%- if node.resource_type == 'model'
+                and node.config.materialized == 'incremental'
+                and (node.alias | lower) == (relation.identifier | lower)
+                and (node.schema | lower) == (relation.schema | lower)
+                and '_loaded_at' in node.columns -%}
+                {%- do scope.append(
+                    "_loaded_at >= cast('"
+                    ~ modules.datetime.date.fromisoformat(since | string)
+                    ~ " 00:00:00' as timestamp)"
+                ) -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endif -%}
     {%- if where and scope -%}
-        {%- set where = '(' ~ where ~ ') and ' ~ scope -%}
+        {%- set where = '(' ~ where ~ ') and ' ~ scope[0] -%}
     {%- elif scope -%}
-        {%- set where = scope -%}
+        {%- set where = scope[0] -%}
     {%- endif -%}
     {%- if where -%}
         {%- set filtered -%}
@@ -25,22 +44,4 @@
     {%- else -%}
         {%- do return(relation) -%}
     {%- endif -%}
-{%- endmacro %}
-
-{#- The predicate limiting a test of `relation` to this run's rows, or '' for the whole table. -#}
-{% macro tests_scope_predicate(relation) -%}
-    {%- set since = var('tests_since', none) -%}
-    {%- if since is none or not execute or relation.identifier is not defined -%}
-        {%- do return('') -%}
-    {%- endif -%}
-    {%- for node in graph.nodes.values() -%}
-        {%- if node.resource_type == 'model'
-            and node.config.materialized == 'incremental'
-            and (node.alias | lower) == (relation.identifier | lower)
-            and (node.schema | lower) == (relation.schema | lower)
-            and '_loaded_at' in node.columns -%}
-            {%- do return("_loaded_at >= cast('" ~ modules.datetime.date.fromisoformat(since | string) ~ " 00:00:00' as timestamp)") -%}
-        {%- endif -%}
-    {%- endfor -%}
-    {%- do return('') -%}
 {%- endmacro %}

@@ -740,6 +740,10 @@ class Runner:
         args = ["build", *selection, *self.state.build]
         if self.options.full_refresh:
             args.append("--full-refresh")
+        if self.tests_since is not None and not self.options.select:
+            # Unit tests prove the SQL, not the data: the same code gives the same verdict
+            # every day. They run in CI, in slim CI (--select), on --deep and full refreshes.
+            args += ["--exclude-resource-type", "unit_test"]
         self._dbt(phase, args)
 
     def _build_vars(self) -> dict[str, str]:
