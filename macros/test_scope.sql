@@ -4,9 +4,9 @@
     Overrides dbt's own `get_where_subquery` (a test's `where` config is still applied).
     `pipeline run` passes the var `tests_since` (an ISO date) on a daily run: the earliest
     `_loaded_at` any row this run merges can carry. A generic test on an incremental model
-    that declares `_loaded_at` then reads only the rows loaded since, which include every row
-    the run wrote; the merge keys, the database's constraints and earlier runs' tests keep
-    the older rows true. Without the var (`pipeline run --deep`, a full refresh, a backfill, a
+    (or a view over them) that declares `_loaded_at` then reads only the rows loaded since,
+    which include every row the run wrote; the merge keys, the database's constraints and
+    earlier runs' tests keep the older rows true. Without the var (`pipeline run --deep`, a full refresh, a backfill, a
     person's `dbt build`) every test reads its whole table.
 
     Self-contained on purpose: dbt calls it from its own namespace, where this project's other
@@ -19,7 +19,7 @@
     {%- if since is not none and execute and relation.identifier is defined -%}
         {%- for node in graph.nodes.values() -%}
             {%- if node.resource_type == 'model'
-                and node.config.materialized == 'incremental'
+                and node.config.materialized in ('incremental', 'view')
                 and (node.alias | lower) == (relation.identifier | lower)
                 and (node.schema | lower) == (relation.schema | lower)
                 and '_loaded_at' in node.columns -%}

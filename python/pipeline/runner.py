@@ -550,9 +550,11 @@ class Runner:
         `_loaded_at` minus `lookback_days`; staging reads from the lookback window before the
         newest judged load (`since`, itself a day before that window). A day before the
         earliest of those is a superset of every row the run writes. Whole tables instead on
-        --deep, a full refresh, a backfill, a first run (no judged load, or no warehouse yet).
+        --deep, a full refresh, a backfill, a run with --select (slim CI tests changed code),
+        a first run (no judged load, or no warehouse yet).
         """
-        if self.options.deep or self.options.full_refresh or self.options.start_date:
+        options = self.options
+        if options.deep or options.full_refresh or options.start_date or options.select:
             return None
         if not since or any(date is None for date in since.values()):
             return None
@@ -740,7 +742,7 @@ class Runner:
         args = ["build", *selection, *self.state.build]
         if self.options.full_refresh:
             args.append("--full-refresh")
-        if self.tests_since is not None and not self.options.select:
+        if self.tests_since is not None:
             # Unit tests prove the SQL, not the data: the same code gives the same verdict
             # every day. They run in CI, in slim CI (--select), on --deep and full refreshes.
             args += ["--exclude-resource-type", "unit_test"]
