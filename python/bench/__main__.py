@@ -599,11 +599,7 @@ def write_report(results: dict[str, Any]) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "floor":
-        build_floor(Path(argv[1]), Path(argv[2]))
-        return
+def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="make bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -624,10 +620,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--spark-scale", type=float, default=0.1)
     parser.add_argument("--spark-days", default="7,70")
+    parser.add_argument(
+        "--spark-runs", type=int, default=1, help="runs per Spark figure (a JVM run is slow)"
+    )
     parser.add_argument("--skip-spark", action="store_true")
     parser.add_argument("--skip-full-builds", action="store_true")
     parser.add_argument("--skip-generator", action="store_true")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "floor":
+        build_floor(Path(argv[1]), Path(argv[2]))
+        return
+    args = _arguments(argv)
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="commerce-bench-") as tmp:
@@ -666,7 +673,10 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_spark:
             print("spark ...", flush=True)
             results["spark"] = bench_spark(
-                work, args.spark_scale, [int(d) for d in args.spark_days.split(",")], args.runs
+                work,
+                args.spark_scale,
+                [int(d) for d in args.spark_days.split(",")],
+                args.spark_runs,
             )
         results["bench_seconds"] = round(time.perf_counter() - started, 1)
     notes_file = BENCH_DIR / "NOTES.md"
