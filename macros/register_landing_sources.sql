@@ -4,9 +4,12 @@
     source needs no change here. Views re-list the folder at query time: new load partitions
     appear without re-registering, and `load_date` (the hive partition) prunes files. The
     view is the raw landing data by definition, so it selects every column the files carry.
+    `pipeline run` registers them once per run (its freshness gate) and passes the var
+    `landing_registered` to its later invocations: creating a view lists and reads the footer
+    of every landing file, a cost that grows with the history.
 -#}
 {% macro register_landing_sources() %}
-    {%- if execute -%}
+    {%- if execute and not var('landing_registered', false) -%}
         {%- do run_query(adapter.dispatch('create_landing_schema', 'commerce')()) -%}
         {%- for entity in landing_entities() -%}
             {%- do run_query(adapter.dispatch('landing_view_sql', 'commerce')(entity)) -%}

@@ -129,6 +129,7 @@ class Runner:
         self.parsed: Any = None  # dbt's Manifest from the parse phase, reused by every invocation
         self.manifest: Manifest | None = None  # the same parse, as the runner reads it
         self.tests_since: dt.date | None = None  # a daily run's test scope (macros/test_scope.sql)
+        self.landing_registered = False  # the freshness gate created the landing views
         self.summary.partial = bool(options.select) or not options.build
 
     # -- entry --------------------------------------------------------------------------------
@@ -595,6 +596,8 @@ class Runner:
             on_event=self._dbt_event,
             manifest=self.parsed,
         )
+        # The views are in the run's private state now; the builds need not create them again.
+        self.landing_registered = outcome.success
         checks = gates.freshness_checks(
             read_json_artifact(self.run_dir / "freshness" / "sources.json"),
             future_tolerance_seconds=60.0 * self.settings.future_tolerance_minutes,
@@ -748,12 +751,14 @@ class Runner:
             args += ["--exclude-resource-type", "unit_test"]
         self._dbt(phase, args)
 
-    def _build_vars(self) -> dict[str, str]:
+    def _build_vars(self) -> dict[str, Any]:
         """The parse's vars, plus the daily test scope. Only builds get `tests_since`: the
         parse must see the same vars every day, or dbt's partial parse would start over."""
-        build_vars = self.options.dbt_vars()
+        build_vars: dict[str, Any] = dict(self.options.dbt_vars())
         if self.tests_since is not None:
             build_vars["tests_since"] = self.tests_since.isoformat()
+        if self.landing_registered:
+            build_vars["landing_registered"] = True
         return build_vars
 
     def _dbt(self, phase: str, args: list[str]) -> None:
