@@ -369,6 +369,7 @@ def bench_incremental(
     runs: int,
     target: str = "duckdb",
     label: str = "inc",
+    full_refresh_runs: int | None = None,
 ) -> dict[str, Any]:
     """One more daily load on top of each history, against a full refresh of the same data.
 
@@ -389,7 +390,7 @@ def bench_incremental(
         incremental = repeat(runs, space.pipeline, prepare)
         phases = space.last_run_phases()
         top = space.last_run_top_nodes()
-        full = repeat(runs, partial(space.pipeline, "--full-refresh"), prepare)
+        full = repeat(full_refresh_runs or runs, partial(space.pipeline, "--full-refresh"), prepare)
         out[f"{days}d"] = {
             "history_days": days,
             "scale": scale,
@@ -618,6 +619,12 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="the old quick variant: incremental at scale 0.5 with 3 and 30 days",
     )
+    parser.add_argument(
+        "--full-refresh-runs",
+        type=int,
+        default=None,
+        help="runs of the full refresh each one-more-day figure is compared with (default --runs)",
+    )
     parser.add_argument("--spark-scale", type=float, default=0.1)
     parser.add_argument("--spark-days", default="7,70")
     parser.add_argument(
@@ -660,6 +667,7 @@ def main(argv: list[str] | None = None) -> None:
             args.incremental_scale,
             [int(d) for d in args.incremental_days.split(",")],
             args.runs,
+            full_refresh_runs=args.full_refresh_runs,
         )
         overhead_space = incremental.pop("_overhead_state")
         results["incremental"] = incremental
