@@ -43,19 +43,42 @@
     {%- endif -%}
 {%- endmacro %}
 
+{#-
+    A scalar the model needs, read once when the model is compiled for execution and inlined as
+    a literal: engines prune files, partitions and row groups on a constant, never on a
+    subquery (DuckDB reads every landing file and every row group for `col >= (select ...)`).
+    `sql` returns one row and one column; `kind` is `date` or `timestamp`. A null (an empty
+    table) yields `fallback`. At parse time and in unit tests the subquery itself is returned.
+-#}
+{% macro inline_scalar(sql, kind, fallback) -%}
+    {%- if not execute or model.resource_type == 'unit_test' -%}
+        {#- A unit test's `this` and inputs are CTEs of its own query: nothing to run yet. -#}
+        {{- return('(' ~ sql ~ ')') -}}
+    {%- endif -%}
+    {%- set value = run_query(sql).columns[0].values()[0] -%}
+    {%- if value is none -%}
+        {{- return(fallback) -}}
+    {%- elif kind == 'date' -%}
+        {{- return("date '" ~ value.strftime('%Y-%m-%d') ~ "'") -}}
+    {%- else -%}
+        {{- return("cast('" ~ value.strftime('%Y-%m-%d %H:%M:%S.%f') ~ "' as timestamp)") -}}
+    {%- endif -%}
+{%- endmacro %}
+
 {#- Predicate on a landing partition column for an incremental staging read. -#}
 {% macro load_date_filter(column='load_date', watermark_column='_load_date') -%}
     {%- set window = backfill_window() -%}
     {%- if window -%}
         {{ column }} between date '{{ window[0] }}' and date '{{ window[1] }}'
     {%- else -%}
-        {{ column }} >= (
+        {%- set watermark -%}
             select {{ date_days_before(
                 'least(max(' ~ watermark_column ~ '), ' ~ run_clock('date') ~ ')',
                 var('lookback_days'),
             ) }}
             from {{ this }}
-        )
+        {%- endset -%}
+        {{ column }} >= {{ inline_scalar(watermark, 'date', "date '0001-01-01'") }}
     {%- endif -%}
 {%- endmacro %}
 
@@ -65,11 +88,12 @@
     {%- if window -%}
         cast('{{ window[0] }} 00:00:00' as timestamp)
     {%- else -%}
-        (
+        {%- set watermark -%}
             select least(max({{ column }}), {{ run_clock('timestamp') }})
                 - interval {{ var('lookback_days') }} day
             from {{ this }}
-        )
+        {%- endset -%}
+        {{- inline_scalar(watermark, 'timestamp', "cast('0001-01-01 00:00:00' as timestamp)") -}}
     {%- endif -%}
 {%- endmacro %}
 
@@ -93,8 +117,13 @@
     When the two differ (a column added to the model), every recomputed row is returned, so
     dbt's own on_schema_change decides: `fail` stops with dbt's message naming the columns,
     `append_new_columns` adds the column. Never a binder error from this macro.
+
+    `prune` = (column, literal) reads only stored rows with `column >= literal`, so the
+    comparison scans the days the run touched, not the whole table. It only decides which
+    rows are compared: a stored row it leaves out makes its recomputed row count as changed
+    and be merged again, never lost, so any literal is safe; a good one skips most rewrites.
 -#}
-{% macro changed_rows(cte, unique_key) -%}
+{% macro changed_rows(cte, unique_key, prune=none) -%}
     {%- if is_incremental() -%}
         {%- set declared = model.columns.keys() | list -%}
         {%- if not declared -%}
@@ -110,6 +139,9 @@
             except
             select {{ declared | join(', ') }} from {{ this }}
             where {{ unique_key }} in (select {{ unique_key }} from {{ cte }})
+            {%- if prune and prune[1] %}
+                and {{ prune[0] }} >= {{ prune[1] }}
+            {%- endif %}
         ) as {{ cte }}_changed
         {%- else -%}
         {{ cte }}
@@ -117,4 +149,27 @@
     {%- else -%}
         {{ cte }}
     {%- endif -%}
+{%- endmacro %}
+
+{#-
+    The earliest event date of any session an incremental run recomputes, as a date literal:
+    the sessions with an event loaded after `watermark` start no earlier than their new
+    events, or their stored start (`session_date` of this model's stored row) when they
+    already existed. Every event of those sessions is on or after it, so a read pruned on
+    `event_date` still sees all of them, a late event's old session included.
+-#}
+{% macro session_dates_floor(events, watermark) -%}
+    {%- set floor -%}
+        with touched as (
+            select session_id, min(event_date) as first_new_date
+            from {{ events }}
+            where _loaded_at > {{ watermark }}
+            group by session_id
+        )
+        select least(min(touched.first_new_date), min(stored.session_date))
+        from touched
+        left join {{ this }} as stored
+            on touched.session_id = stored.session_id
+    {%- endset -%}
+    {{- return(inline_scalar(floor, 'date', "date '9999-12-31'")) -}}
 {%- endmacro %}

@@ -6,9 +6,12 @@
     view is the raw landing data by definition, so it selects every column the files carry.
     The statements are DDL and return no rows: they are executed without fetching, since a
     Thrift server's cursor has no result set to fetch after DDL (run_query fails there).
+    `pipeline run` registers them once per run (its freshness gate) and passes the var
+    `landing_registered` to its later invocations: creating a view lists and reads the footer
+    of every landing file, a cost that grows with the history.
 -#}
 {% macro register_landing_sources() %}
-    {%- if execute -%}
+    {%- if execute and not var('landing_registered', false) -%}
         {%- do adapter.execute(adapter.dispatch('create_landing_schema', 'commerce')()) -%}
         {%- for entity in landing_entities() -%}
             {%- do adapter.execute(adapter.dispatch('landing_view_sql', 'commerce')(entity)) -%}

@@ -29,14 +29,19 @@
       order_by    list of `column desc|asc` ordering versions of a key, latest first
       lifecycle   optional {'column': status column, 'ranks': relation with that column and
                   an integer `status_rank`}; a higher rank is further along
+      prune       optional (column, literal): read stored copies only where `column >= literal`.
+                  The column must not change between a key's versions (an event's date) and
+                  the literal must be at most its smallest value among the new copies; then
+                  every stored copy of a key read is still found, and the lookup scans the
+                  days the run touched instead of the whole table (stg_landing__events)
 -#}
-{% macro latest_version_per_key(relation, unique_key, columns, order_by, lifecycle=none) %}
+{% macro latest_version_per_key(relation, unique_key, columns, order_by, lifecycle=none, prune=none) %}
     {{- return(adapter.dispatch('latest_version_per_key', 'commerce')(
-        relation, unique_key, columns, order_by, lifecycle
+        relation, unique_key, columns, order_by, lifecycle, prune
     )) -}}
 {% endmacro %}
 
-{% macro default__latest_version_per_key(relation, unique_key, columns, order_by, lifecycle) -%}
+{% macro default__latest_version_per_key(relation, unique_key, columns, order_by, lifecycle, prune) -%}
     {%- set column_list = columns | join(',\n        ') -%}
     {%- set ordering = [] -%}
     {%- if lifecycle -%}
@@ -76,6 +81,9 @@
                 true as is_stored
             from {{ this }}
             where {{ unique_key }} in (select {{ unique_key }} from {{ relation }})
+            {%- if prune and prune[1] %}
+                and {{ prune[0] }} >= {{ prune[1] }}
+            {%- endif %}
             {%- endif %}
         ) as candidates
         {%- if lifecycle %}
@@ -90,5 +98,8 @@
         {{ column_list }}
     from {{ this }}
     where {{ unique_key }} in (select {{ unique_key }} from {{ relation }})
+    {%- if prune and prune[1] %}
+        and {{ prune[0] }} >= {{ prune[1] }}
+    {%- endif %}
     {%- endif -%}
 {%- endmacro %}

@@ -101,6 +101,7 @@ def _run_options(
     end_date: dt.datetime | None,
     retry: bool,
     build: bool,
+    deep: bool = False,
 ) -> RunOptions:
     if (start_date is None) != (end_date is None):
         err.print("[red]usage error:[/red] --start-date and --end-date go together")
@@ -124,6 +125,7 @@ def _run_options(
         end_date=end_date.date() if end_date else None,
         retry=retry,
         build=build,
+        deep=deep,
     )
 
 
@@ -146,6 +148,14 @@ def run(
             "--retry", help="Resume the last run's failed and skipped nodes (gates still apply)."
         ),
     ] = False,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            help="Run every data test over whole tables (a daily run tests what it wrote; "
+            "README: when to use which).",
+        ),
+    ] = False,
     log_format: Annotated[str | None, typer.Option("--log-format", help="text or json.")] = None,
     debug: DebugOption = False,
     config: ConfigOption = None,
@@ -158,7 +168,7 @@ def run(
     --start-date/--end-date reprocess exactly the loads in that window (a backfill).
     """
     settings = _settings(config, target=target, log_format=log_format)
-    options = _run_options(select, full_refresh, start_date, end_date, retry, build=True)
+    options = _run_options(select, full_refresh, start_date, end_date, retry, build=True, deep=deep)
     raise typer.Exit(_execute(settings, options, debug))
 
 

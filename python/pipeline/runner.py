@@ -63,6 +63,7 @@ class RunOptions:
     end_date: dt.date | None = None
     retry: bool = False
     build: bool = True  # False for `pipeline gates`
+    deep: bool = False  # every data test over whole tables, and the unit tests (e.g. weekly)
 
     def dbt_vars(self) -> dict[str, str]:
         if self.start_date is None or self.end_date is None:
@@ -81,6 +82,8 @@ class RunOptions:
             parts.append(f"--start-date {self.start_date} --end-date {self.end_date}")
         if self.retry:
             parts.append("--retry")
+        if self.deep:
+            parts.append("--deep")
         return " ".join(parts)
 
 
@@ -126,6 +129,8 @@ class Runner:
         self.published: dict[str, Any] | None = None
         self.parsed: Any = None  # dbt's Manifest from the parse phase, reused by every invocation
         self.manifest: Manifest | None = None  # the same parse, as the runner reads it
+        self.tests_since: dt.date | None = None  # a daily run's test scope (macros/test_scope.sql)
+        self.landing_registered = False  # the freshness gate created the landing views
         self.summary.partial = bool(options.select) or not options.build
 
     # -- entry --------------------------------------------------------------------------------
@@ -452,11 +457,15 @@ class Runner:
                 f"landing_root {landing} does not exist: set landing_root (pipeline.yml or "
                 "PIPELINE_LANDING_ROOT) or generate the sample data",
             )
+        # dbt parses into one folder kept across runs (under the lock), so its partial parse
+        # re-reads only the files that changed: a full parse costs seconds on every run. The
+        # run's own folder gets a copy of the manifest, what --retry and people read.
+        cache = self.runs_dir.parent / "parse"
         outcome = invoke(
             self.settings,
             ["parse"],
             self.options.dbt_vars(),  # the vars every later invocation of the run passes
-            target_path=self.run_dir / "parse",
+            target_path=cache,
             quiet=True,
             on_event=self._dbt_event,
         )
@@ -465,6 +474,8 @@ class Runner:
                 ExitCode.USAGE, "parse", f"dbt could not parse the project: {outcome.error}"
             )
         self.parsed = outcome.parsed
+        (self.run_dir / "parse").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cache / "manifest.json", self.run_dir / "parse" / "manifest.json")
         manifest = Manifest.load(self.run_dir / "parse" / "manifest.json")
         self.manifest = manifest
         self.summary.sources.update(
@@ -508,6 +519,7 @@ class Runner:
         """
         contracts = [EntityContract.from_source(source) for source in manifest.landing_sources()]
         since = self._partitions_read_since(manifest, [contract.entity for contract in contracts])
+        self.tests_since = self._tests_since(since)
         now = self.summary.started_at.astimezone(dt.UTC).replace(tzinfo=None)
         tolerance = dt.timedelta(minutes=self.settings.future_tolerance_minutes)
         violations = check_landing(
@@ -538,6 +550,28 @@ class Runner:
                 "contract",
                 f"landing data breaks its contract, nothing was built: {summarize(violations)}",
             )
+
+    def _tests_since(self, since: dict[str, dt.date | None]) -> dt.date | None:
+        """The earliest `_loaded_at` date a row merged by this daily run can carry, or None
+        when this run's tests must read whole tables.
+
+        An incremental model recomputes keys loaded after its own watermark, the newest stored
+        `_loaded_at` minus `lookback_days`; staging reads from the lookback window before the
+        newest judged load (`since`, itself a day before that window). A day before the
+        earliest of those is a superset of every row the run writes. Whole tables instead on
+        --deep, a full refresh, a backfill, a run with --select (slim CI tests changed code),
+        a first run (no judged load, or no warehouse yet).
+        """
+        options = self.options
+        if options.deep or options.full_refresh or options.start_date or options.select:
+            return None
+        if not since or any(date is None for date in since.values()):
+            return None
+        if self.settings.target == "duckdb" and not (
+            self.settings.resolve(self.settings.warehouse_path).exists()
+        ):
+            return None
+        return min(date for date in since.values() if date is not None) - dt.timedelta(days=1)
 
     def _partitions_read_since(
         self, manifest: Manifest, entities: list[str]
@@ -570,6 +604,8 @@ class Runner:
             on_event=self._dbt_event,
             manifest=self.parsed,
         )
+        # The views are in the run's private state now; the builds need not create them again.
+        self.landing_registered = outcome.success
         checks = gates.freshness_checks(
             read_json_artifact(self.run_dir / "freshness" / "sources.json"),
             future_tolerance_seconds=60.0 * self.settings.future_tolerance_minutes,
@@ -717,14 +753,28 @@ class Runner:
         args = ["build", *selection, *self.state.build]
         if self.options.full_refresh:
             args.append("--full-refresh")
+        if self.tests_since is not None:
+            # Unit tests prove the SQL, not the data: the same code gives the same verdict
+            # every day. They run in CI, in slim CI (--select), on --deep and full refreshes.
+            args += ["--exclude-resource-type", "unit_test"]
         self._dbt(phase, args)
+
+    def _build_vars(self) -> dict[str, Any]:
+        """The parse's vars, plus the daily test scope. Only builds get `tests_since`: the
+        parse must see the same vars every day, or dbt's partial parse would start over."""
+        build_vars: dict[str, Any] = dict(self.options.dbt_vars())
+        if self.tests_since is not None:
+            build_vars["tests_since"] = self.tests_since.isoformat()
+        if self.landing_registered:
+            build_vars["landing_registered"] = True
+        return build_vars
 
     def _dbt(self, phase: str, args: list[str]) -> None:
         with dbt_progress(phase, enabled=self.settings.log_format != "json") as on_event:
             outcome = invoke(
                 self.build_settings,
                 args,
-                self.options.dbt_vars(),
+                self._build_vars(),
                 target_path=self.run_dir / phase,
                 quiet=True,
                 on_event=partial(_both, on_event, self._dbt_event),

@@ -2,8 +2,26 @@
 
 -- Events rolled up to their web session. Incremental: a session with any event loaded since
 -- the high-water mark (minus the lookback) is recomputed from all of its events, so a late
--- event updates the session it belongs to instead of starting a new one.
+-- event updates the session it belongs to instead of starting a new one. Only the days those
+-- sessions can span are read: from the earliest of their new events' dates and their stored
+-- start dates (macro session_dates_floor), so the scan follows the day, not the history.
+{%- set prune = none -%}
+{% if is_incremental() %}
+    {%- set watermark = loaded_at_watermark() -%}
+    {%- set floor = session_dates_floor(ref('stg_landing__events'), watermark) -%}
+    {%- set prune = ('session_date', floor) -%}
+{% endif %}
 with
+
+{% if is_incremental() %}
+    touched_sessions as (
+
+        select distinct touched.session_id
+        from {{ ref('stg_landing__events') }} as touched
+        where touched._loaded_at > {{ watermark }}
+
+    ),
+{% endif %}
 
 events as (
 
@@ -15,9 +33,9 @@ events as (
         _loaded_at
     from {{ ref('stg_landing__events') }}
     {% if is_incremental() %}
-        where session_id in (
-            {{ keys_loaded_since_watermark(ref('stg_landing__events'), 'session_id') }}
-        )
+        where
+            event_date >= {{ floor }}
+            and session_id in (select touched_sessions.session_id from touched_sessions)
     {% endif %}
 
 ),
@@ -51,4 +69,4 @@ select
     add_to_cart_count,
     has_purchase,
     _loaded_at
-from {{ changed_rows('final', 'session_id') }}
+from {{ changed_rows('final', 'session_id', prune=prune) }}

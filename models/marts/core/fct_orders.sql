@@ -11,6 +11,24 @@
 -- high-water mark minus the lookback window.
 with
 
+{% if is_incremental() %}
+    {%- set watermark = loaded_at_watermark() -%}
+    -- The orders this run recomputes: an order row, a line or a payment loaded since the
+    -- watermark (a literal, so these reads prune). Every input below reads only these keys.
+    touched_orders as (
+
+        select touched.order_id from {{ ref('stg_landing__orders') }} as touched
+        where touched._loaded_at > {{ watermark }}
+        union
+        select touched.order_id from {{ ref('int_order_items_summed_to_orders') }} as touched
+        where touched._loaded_at > {{ watermark }}
+        union
+        select touched.order_id from {{ ref('int_payments_summed_to_orders') }} as touched
+        where touched._loaded_at > {{ watermark }}
+
+    ),
+{% endif %}
+
 orders as (
 
     select
@@ -22,6 +40,9 @@ orders as (
         updated_at,
         _loaded_at
     from {{ ref('stg_landing__orders') }}
+    {% if is_incremental() %}
+        where order_id in (select touched_orders.order_id from touched_orders)
+    {% endif %}
 
 ),
 
@@ -34,6 +55,9 @@ order_totals as (
         order_total_usd,
         _loaded_at
     from {{ ref('int_order_items_summed_to_orders') }}
+    {% if is_incremental() %}
+        where order_id in (select touched_orders.order_id from touched_orders)
+    {% endif %}
 
 ),
 
@@ -46,6 +70,9 @@ payment_totals as (
         refunded_usd,
         _loaded_at
     from {{ ref('int_payments_summed_to_orders') }}
+    {% if is_incremental() %}
+        where order_id in (select touched_orders.order_id from touched_orders)
+    {% endif %}
 
 ),
 
@@ -57,21 +84,6 @@ order_statuses as (
     from {{ ref('order_statuses') }}
 
 ),
-
-{% if is_incremental() %}
-    touched_orders as (
-
-        select orders.order_id from orders
-        where orders._loaded_at > {{ loaded_at_watermark() }}
-        union
-        select order_totals.order_id from order_totals
-        where order_totals._loaded_at > {{ loaded_at_watermark() }}
-        union
-        select payment_totals.order_id from payment_totals
-        where payment_totals._loaded_at > {{ loaded_at_watermark() }}
-
-    ),
-{% endif %}
 
 joined as (
 
@@ -102,9 +114,6 @@ joined as (
         on orders.order_id = payment_totals.order_id
     left join order_statuses
         on orders.order_status = order_statuses.order_status
-    {% if is_incremental() %}
-        where orders.order_id in (select touched_orders.order_id from touched_orders)
-    {% endif %}
 
 ),
 

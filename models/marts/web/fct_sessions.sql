@@ -7,7 +7,19 @@
 }}
 
 -- One row per web session. Incremental: sessions recomputed by int_events_sessionized since
--- the high-water mark (minus the lookback) are merged in, late events included.
+-- the high-water mark (minus the lookback) are merged in, late events included. The watermark
+-- is a literal, so the read prunes on `_loaded_at`, and the comparison with stored rows reads
+-- only from the earliest session date recomputed.
+{%- set prune = none -%}
+{% if is_incremental() %}
+    {%- set watermark = loaded_at_watermark() -%}
+    {%- set floor_sql -%}
+        select min(session_date) from {{ ref('int_events_sessionized') }}
+        where _loaded_at > {{ watermark }}
+    {%- endset -%}
+    {%- set floor = inline_scalar(floor_sql, 'date', "date '9999-12-31'") -%}
+    {%- set prune = ('session_date', floor) -%}
+{% endif %}
 with
 
 sessions as (
@@ -25,7 +37,7 @@ sessions as (
         _loaded_at
     from {{ ref('int_events_sessionized') }}
     {% if is_incremental() %}
-        where _loaded_at > {{ loaded_at_watermark() }}
+        where _loaded_at > {{ watermark }}
     {% endif %}
 
 ),
@@ -58,4 +70,4 @@ select
     add_to_cart_count,
     has_purchase,
     _loaded_at
-from {{ changed_rows('final', 'session_id') }}
+from {{ changed_rows('final', 'session_id', prune=prune) }}

@@ -3,6 +3,20 @@
 -- The biggest entity, read incrementally by load partition. Events are delivered at least
 -- once: copies share event_id and the latest load's copy is kept. A late event (event_at
 -- days before its load) is simply a row of an older session; fct_sessions picks it up.
+-- A daily run looks up stored copies only from the earliest event date it read (an event's
+-- date never changes between its copies), so the lookup follows the day, not the history.
+{% if is_incremental() %}
+    {%- set read_filter = load_date_filter() -%}
+    {%- set stored_floor = none -%}
+    {%- if not backfill_window() -%}
+        {%- set floor_sql -%}
+            select min(cast(cast(event_at as timestamp) as date))
+            from {{ source('landing', 'events') }}
+            where {{ read_filter }}
+        {%- endset -%}
+        {%- set stored_floor = inline_scalar(floor_sql, 'date', "date '9999-12-31'") -%}
+    {%- endif -%}
+{% endif %}
 with
 
 source as (
@@ -18,7 +32,7 @@ source as (
         load_date
     from {{ source('landing', 'events') }}
     {% if is_incremental() %}
-        where {{ load_date_filter() }}
+        where {{ read_filter }}
     {% endif %}
 
 ),
@@ -49,6 +63,7 @@ final as (
             'page', '_loaded_at', '_load_date',
         ],
         order_by=['_loaded_at desc'],
+        prune=('event_date', stored_floor if is_incremental() else none),
     ) }}
 
 )
