@@ -56,6 +56,10 @@
         {{- return('(' ~ sql ~ ')') -}}
     {%- endif -%}
     {%- set value = run_query(sql).columns[0].values()[0] -%}
+    {%- if value is string -%}
+        {#- A Thrift server's driver (PyHive) returns dates and timestamps as ISO text. -#}
+        {%- set value = modules.datetime.datetime.fromisoformat(value) -%}
+    {%- endif -%}
     {%- if value is none -%}
         {{- return(fallback) -}}
     {%- elif kind == 'date' -%}
