@@ -45,3 +45,17 @@
         {%- do return(relation) -%}
     {%- endif -%}
 {%- endmacro %}
+
+{#-
+    The same scope for a singular test that reads incremental models: a predicate on the
+    model's `_loaded_at` on a daily run (var `tests_since`), `true` otherwise. The test
+    decides which keys the predicate selects; see tests/assert_*.sql.
+-#}
+{% macro loaded_in_test_scope(column='_loaded_at') -%}
+    {%- set since = var('tests_since', none) -%}
+    {%- if since is none -%}
+        true
+    {%- else -%}
+        {{ column }} >= cast('{{ modules.datetime.date.fromisoformat(since | string) }} 00:00:00' as timestamp)
+    {%- endif -%}
+{%- endmacro %}

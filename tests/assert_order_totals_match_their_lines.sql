@@ -1,5 +1,7 @@
 -- order_total_usd rounds once after summing, line_total_usd rounds per line: they may differ
--- by at most half a cent per line, and the line count must agree.
+-- by at most half a cent per line, and the line count must agree. A daily run checks the
+-- orders it recomputed (loaded since `tests_since`: a new or changed line recomputes its
+-- order), each against all of its lines; `--deep` checks every order.
 with
 
 orders as (
@@ -9,6 +11,17 @@ orders as (
         line_count,
         order_total_usd
     from {{ ref('fct_orders') }}
+    where {{ loaded_in_test_scope() }}
+
+),
+
+order_items as (
+
+    select
+        order_id,
+        line_total_usd
+    from {{ ref('fct_order_items') }}
+    where order_id in (select orders.order_id from orders)
 
 ),
 
@@ -18,7 +31,7 @@ lines as (
         order_id,
         count(*) as line_count,
         sum(line_total_usd) as lines_total_usd
-    from {{ ref('fct_order_items') }}
+    from order_items
     group by order_id
 
 ),

@@ -1,6 +1,18 @@
 -- Every order's paid_usd is exactly the sum of its completed payments in fct_payments, and a
--- payment never points at an order that does not exist.
+-- payment never points at an order that does not exist. A daily run checks the orders it
+-- recomputed and the orders of the payments it loaded (loaded since `tests_since`), each
+-- against all of its payments; `--deep` checks every order and payment.
 with
+
+orders_in_scope as (
+
+    select order_id from {{ ref('fct_orders') }}
+    where {{ loaded_in_test_scope() }}
+    union
+    select order_id from {{ ref('fct_payments') }}
+    where {{ loaded_in_test_scope() }}
+
+),
 
 orders as (
 
@@ -8,6 +20,7 @@ orders as (
         order_id,
         paid_usd
     from {{ ref('fct_orders') }}
+    where order_id in (select orders_in_scope.order_id from orders_in_scope)
 
 ),
 
@@ -17,6 +30,7 @@ payments as (
         order_id,
         sum(case when payment_status = 'completed' then amount_usd else 0 end) as paid_usd
     from {{ ref('fct_payments') }}
+    where order_id in (select orders_in_scope.order_id from orders_in_scope)
     group by order_id
 
 ),

@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from conftest import NEW_DAY, Checksums, Project, copy_project
 from pipeline import generator
@@ -50,6 +51,50 @@ def test_a_fault_in_old_rows_passes_a_daily_run_and_fails_the_deep_run(
         "select event_count from marts.fct_sessions where session_id = ?", [session]
     )
     assert count == [(0,)]
+
+
+# Singular tests over incremental marts take the same scope (macro loaded_in_test_scope): a
+# hand edit of the oldest order, which agrees with nothing but that only these tests compare.
+OLD_ORDER_FAULTS = {
+    "assert_order_totals_match_their_lines": "line_count = line_count + 1",
+    "assert_payments_reconcile_with_orders": "paid_usd = paid_usd - 0.01",
+}
+
+
+@pytest.mark.parametrize("singular", sorted(OLD_ORDER_FAULTS))
+def test_an_old_order_a_singular_test_rejects_passes_daily_and_fails_deep(
+    baseline: tuple[Path, Checksums], tmp_path: Path, singular: str
+) -> None:
+    project = copy_project(baseline, tmp_path)
+    with duckdb.connect(str(project.settings.warehouse_path)) as con:
+        con.execute(
+            f"update marts.fct_orders set {OLD_ORDER_FAULTS[singular]} where order_id = ("
+            "select order_id from marts.fct_orders where paid_usd > 1 and line_count > 0 "
+            "order by _loaded_at, order_id limit 1)"
+        )
+    assert generator.append_day(project.settings.landing_root)[0] == NEW_DAY
+
+    code, stdout, stderr = project.pipeline("run")
+    assert code == 0, stdout + stderr
+    code, stdout, stderr = project.pipeline("run", "--deep")
+    assert code == 1, stdout + stderr
+    assert singular in stdout + stderr
+
+
+def test_a_payment_of_the_new_day_without_its_order_fails_the_reconciliation_daily(
+    baseline: tuple[Path, Checksums], tmp_path: Path
+) -> None:
+    project = copy_project(baseline, tmp_path)
+    assert generator.append_day(project.settings.landing_root)[0] == NEW_DAY
+    path = next((project.settings.landing_root / "payments" / f"load_date={NEW_DAY}").glob("*"))
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows[0]["order_id"] = UNKNOWN_ID
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+
+    code, stdout, stderr = project.pipeline("run")
+    assert code == 1, stdout + stderr
+    assert "assert_payments_reconcile_with_orders" in stdout + stderr
 
 
 def test_a_fault_in_the_new_day_fails_the_daily_run(
