@@ -322,6 +322,48 @@ def rollback(
     )
 
 
+@app.command()
+def maintain(config: ConfigOption = None, debug: DebugOption = False) -> None:
+    """Compact the partitioned Iceberg tables and expire snapshots no rollback needs (spark_local).
+
+    Keeps every snapshot the last `keep_generations` publishes name, so `pipeline rollback`
+    still reaches them. Takes the run lock (exit 5 while a run holds it); exit 2 on another
+    target or while a failed run's branches wait for `--retry`.
+    """
+    from pipeline.maintain import MaintainError, run_maintenance
+
+    settings = _settings(config)
+    history_file = _history(settings)
+    try:
+        with RunLock(settings.resolve(settings.lock_path), "maintain"):
+            published = history_file.recent_published_states(settings.keep_generations)
+            reports = run_maintenance(settings, published)
+    except LockBusy as busy:
+        err.print(f"[red]locked:[/red] {busy}", highlight=False)
+        raise typer.Exit(ExitCode.LOCKED) from None
+    except MaintainError as error:
+        err.print(f"[red]maintain error:[/red] {error}", highlight=False)
+        raise typer.Exit(ExitCode.USAGE) from None
+    table = Table(
+        title="pipeline maintain",
+        caption="files: data files before -> after; MB rewritten; kept: snapshots kept "
+        "for `pipeline rollback`",
+    )
+    for column in ("table", "files", "rewritten", "added", "MB", "snapshots", "kept"):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for report in reports:
+        table.add_row(
+            report.table,
+            f"{report.files_before} -> {report.files_after}",
+            str(report.files_rewritten),
+            str(report.files_added),
+            f"{report.bytes_rewritten / 1e6:.1f}",
+            f"{report.snapshots_before} -> {report.snapshots_after}",
+            str(report.kept_for_rollback),
+        )
+    out.print(table)
+
+
 app.command("report")(report_command)
 
 cluster_app = typer.Typer(

@@ -332,6 +332,15 @@ class History:
             ).fetchone()
         return json.loads(row[0]) if row else None
 
+    def recent_published_states(self, last: int) -> list[dict[str, Any]]:
+        """The states the last `last` publishes (rollbacks included) published, newest first:
+        what `pipeline maintain` keeps for `pipeline rollback`."""
+        with self._connect() as con:
+            rows = con.execute(
+                "select state from publishes order by published_at desc limit ?", [last]
+            ).fetchall()
+        return [dict(json.loads(state)) for (state,) in rows]
+
     def published_by(self) -> dict[str, str]:
         """run id -> a short description of what it published, for `pipeline history`."""
         with self._connect() as con:

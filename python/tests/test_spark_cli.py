@@ -1,4 +1,6 @@
-"""A `pipeline run --target spark_local` killed with SIGKILL publishes nothing (issue 16).
+"""spark_local through the real CLI, each command a process of its own: a run killed with
+SIGKILL publishes nothing (issue 16), and `pipeline maintain` compacts and expires without
+changing what consumers read or what `pipeline rollback` can reach (issue 11).
 
 test_spark.py proves the WAP branches in one process; here the real CLI runs in a process of
 its own (with its own JVM and Derby metastore) and is killed as a scheduler, an OOM killer or a
@@ -10,9 +12,10 @@ must leave no branch behind and publish exactly the marts DuckDB builds from the
 zone (the independent expectation: DuckDB ≡ Spark and incremental ≡ full refresh are proven
 elsewhere).
 
-The module costs a few minutes (five Spark processes: a first run, two killed runs, the
-repairing run, and three readers), so it keeps to the two points a shadow-copy engine does
-not have; test_publish.py kills DuckDB runs at every step.
+The module costs several minutes (every command starts a JVM), so the kills keep to the two
+points a shadow-copy engine does not have (test_publish.py kills DuckDB runs at every step),
+and the tests share one project, in file order: the maintenance test works on the state the
+kill test leaves.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,7 @@ import pytest
 
 from conftest import MARTS, Warehouse, make_landing, make_settings, write_config
 from pipeline import generator
+from pipeline.config import Settings
 from pipeline.exits import FAILPOINT_ENV
 from pipeline.history import History
 
@@ -61,9 +66,31 @@ json.dump({
     "branches": {t: sorted(catalog.branches(t)) for t in tables},
     "log": {t: sorted(r[0] for r in spark.sql(f"select snapshot_id from {t}.history").collect())
             for t in tables},
+    "snapshots": {t: {str(r[0]): r[1] for r in spark.sql(
+        f"select snapshot_id, unix_millis(committed_at) from {t}.snapshots").collect()}
+        for t in tables},
+    "files": {t: spark.sql(f"select count(*) from {t}.files").collect()[0][0] for t in tables},
     "marts": {t: sorted([text(v) for v in row] for row in consumer.table(t).collect())
               for t in tables if t.startswith("marts.")},
 }, sys.stdout)
+"""
+
+
+# Small files, as a streaming writer or many small appends leave them: fct_orders' rows
+# written again in three appends (same rows, three files per partition), on main.
+FRAGMENTER = """
+import sys
+from pathlib import Path
+from pipeline.config import load_settings
+from pipeline.iceberg import JvmIcebergCatalog
+
+spark = JvmIcebergCatalog(load_settings(Path(sys.argv[1])))._spark()
+table = "marts.fct_orders"
+rows = spark.table(table).collect()
+frame = spark.createDataFrame(rows, spark.table(table).schema)
+spark.sql(f"delete from {table} where true")
+for part in range(3):
+    frame.filter(f"pmod(order_id, 3) = {part}").writeTo(table).append()
 """
 
 
@@ -135,17 +162,39 @@ def _metadata_files(spark_dir: Path) -> int:
     return len(list((spark_dir / "warehouse" / "marts.db").glob("*/metadata/*.metadata.json")))
 
 
+@dataclass
+class SparkProject:
+    settings: Settings
+    config: Path
+    history: History
+    log: Path  # every command's output, for a failure's message
+
+    def pipeline(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`pipeline <args>` in a process of its own (pass `--config` in `args`)."""
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> SparkProject:
+    root = tmp_path_factory.mktemp("spark-cli")
+    landing = make_landing(root / "landing", days=5, scale=0.01, end_date=TODAY - dt.timedelta(2))
+    settings = make_settings(root, landing, target="spark_local")
+    config = write_config(root / "pipeline.yml", settings)
+    spark = SparkProject(settings, config, History(settings.history_path), root / "runs.log")
+    _run(config, spark.log)
+    return spark
+
+
 def test_a_run_killed_in_the_marts_or_between_fast_forwards_publishes_nothing(
-    tmp_path: Path,
+    project: SparkProject, tmp_path: Path
 ) -> None:
-    landing = make_landing(
-        tmp_path / "landing", days=5, scale=0.01, end_date=TODAY - dt.timedelta(days=2)
-    )
-    settings = make_settings(tmp_path, landing, target="spark_local")
-    config = write_config(tmp_path / "pipeline.yml", settings)
-    history = History(settings.history_path)
-    log = tmp_path / "runs.log"  # every run's output, for a failure's message
-    _run(config, log)
+    settings, config, history, log = project.settings, project.config, project.history, project.log
+    landing = settings.landing_root
     first = history.runs(1)[0]
     published = history.published_state(first.run_id)
     assert published is not None and published["engine"] == "iceberg"
@@ -212,3 +261,48 @@ def test_a_run_killed_in_the_marts_or_between_fast_forwards_publishes_nothing(
         rows = duck.query(f"from marts.{mart}")
         expected = sorted([_text(value) for value in row] for row in rows)
         assert after["marts"][f"marts.{mart}"] == expected, f"{mart} differs from DuckDB's build"
+
+
+def test_maintain_compacts_and_expires_and_rollback_reaches_what_it_kept(
+    project: SparkProject,
+) -> None:
+    """After the kill test: two publishes in the history, orphaned snapshots of the killed
+    runs' branches, and (staged here) small files in fct_orders. With `keep_generations: 1`
+    maintenance keeps the last publish's snapshots only."""
+    last, first = [run.run_id for run in project.history.runs(10) if run.status == "success"]
+    kept = project.history.published_state(last)
+    assert kept is not None
+    config = project.config.with_name("keep-one.yml")
+    config.write_text(project.config.read_text() + "keep_generations: 1\n")
+    staged = subprocess.run(
+        [sys.executable, "-c", FRAGMENTER, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert staged.returncode == 0, staged.stderr[-3000:]
+    before = _read(config)
+
+    result = project.pipeline("maintain", "--config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "marts.fct_orders" in result.stdout
+    after = _read(config)
+
+    assert after["marts"] == before["marts"], "maintenance changed what consumers read"
+    assert after["files"]["marts.fct_orders"] < before["files"]["marts.fct_orders"]
+    expired = 0
+    for table, snapshots in before["snapshots"].items():
+        named = str(kept["snapshots"][table])
+        survivors = {s for s, ms in snapshots.items() if ms >= snapshots[named]}
+        survivors.add(str(before["mains"][table]))
+        assert set(after["snapshots"][table]) & set(snapshots) == survivors, table
+        expired += len(snapshots) - len(survivors)
+    assert expired > 0, "nothing was old enough to expire: the check proved nothing"
+
+    # The kept publish is reachable (fct_orders goes back from the compacted snapshot);
+    # the older one is not, and rollback says so instead of half-restoring it.
+    result = project.pipeline("rollback", "--to", first, "--config", str(config))
+    assert result.returncode == 2, result.stdout + result.stderr[-3000:]
+    result = project.pipeline("rollback", "--to", last, "--config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert _read(config)["mains"] == kept["snapshots"]
