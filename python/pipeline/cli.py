@@ -323,7 +323,7 @@ def rollback(
 
 
 @app.command()
-def maintain(config: ConfigOption = None, debug: DebugOption = False) -> None:
+def maintain(config: ConfigOption = None) -> None:
     """Compact the partitioned Iceberg tables and expire snapshots no rollback needs (spark_local).
 
     Keeps every snapshot the last `keep_generations` publishes name, so `pipeline rollback`
