@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import sys
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -15,8 +16,9 @@ from rich.table import Table
 from pipeline import generator
 from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.exits import ExitCode
-from pipeline.history import History, HistoryError
-from pipeline.lock import LockBusy, RunLock
+from pipeline.history import History, HistoryError, utc_now
+from pipeline.lease import run_lock
+from pipeline.lock import LockBusy
 from pipeline.observability import configure_logging
 from pipeline.publish import PublishError, roll_back
 from pipeline.report import report_command
@@ -308,7 +310,8 @@ def rollback(
     settings = _settings(config)
     history_file = _history(settings)
     try:
-        with RunLock(settings.resolve(settings.lock_path), f"rollback --to {to}"):
+        # The run's own lock: the warehouse's lease on `spark`, where runners on other hosts look.
+        with run_lock(settings, f"rollback --to {to}"):
             restored, undone = roll_back(settings, history_file, to)
     except LockBusy as busy:
         err.print(f"[red]locked:[/red] {busy}", highlight=False)
@@ -324,26 +327,48 @@ def rollback(
 
 @app.command()
 def maintain(config: ConfigOption = None) -> None:
-    """Compact the partitioned Iceberg tables and expire snapshots no rollback needs (spark_local).
+    """Compact the partitioned Iceberg tables and expire snapshots no rollback needs.
 
     Keeps every snapshot the last `keep_generations` publishes name, so `pipeline rollback`
-    still reaches them. Takes the run lock (exit 5 while a run holds it); exit 2 on another
-    target or while a failed run's branches wait for `--retry`.
+    still reaches them. Takes the run lock (exit 5 while a run holds it); exit 2 on DuckDB,
+    while a failed run's branches wait for `--retry`, or when the server refuses a step.
     """
     from pipeline.maintain import MaintainError, run_maintenance
 
     settings = _settings(config)
     history_file = _history(settings)
+    run_id = str(uuid.uuid4())
     try:
-        with RunLock(settings.resolve(settings.lock_path), "maintain"):
+        with run_lock(settings, "maintain"):
+            # In the history like a run (`pipeline history`), after the lock: a refused
+            # maintenance changed nothing, as a refused run.
+            history_file.start_run(run_id, settings.target, "maintain", utc_now())
             published = history_file.recent_published_states(settings.keep_generations)
-            reports = run_maintenance(settings, published)
+            try:
+                reports = run_maintenance(settings, published)
+            except MaintainError as error:
+                history_file.finish_run(
+                    run_id, "usage", ExitCode.USAGE, "maintain", str(error), utc_now(), {}
+                )
+                raise
     except LockBusy as busy:
         err.print(f"[red]locked:[/red] {busy}", highlight=False)
         raise typer.Exit(ExitCode.LOCKED) from None
     except MaintainError as error:
         err.print(f"[red]maintain error:[/red] {error}", highlight=False)
         raise typer.Exit(ExitCode.USAGE) from None
+    history_file.finish_run(
+        run_id,
+        "success",
+        ExitCode.SUCCESS,
+        "maintain",
+        f"{len(reports)} tables: data files "
+        f"{sum(r.files_before for r in reports)} -> {sum(r.files_after for r in reports)}, "
+        f"snapshots {sum(r.snapshots_before for r in reports)} -> "
+        f"{sum(r.snapshots_after for r in reports)}",
+        utc_now(),
+        {},
+    )
     table = Table(
         title="pipeline maintain",
         caption="files: data files before -> after; MB rewritten; kept: snapshots kept "

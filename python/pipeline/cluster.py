@@ -32,6 +32,7 @@ import pyspark
 
 from pipeline.spark import spark_jars
 
+ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 THRIFT_SERVER_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
 STATE_FILE = "cluster.json"
 HOST = "127.0.0.1"
@@ -196,6 +197,14 @@ class LocalCluster:
             # Every executor is on this host: waiting up to 3 s per task for a "more local"
             # slot only delays the many tiny queries a dbt run sends.
             "spark.locality.wait": "0s",
+            # Write-audit-publish on this target is SQL (branches, `CALL ... fast_forward`):
+            # Iceberg's SQL extensions parse it.
+            "spark.sql.extensions": ICEBERG_EXTENSIONS,
+            # Every Thrift session has its own catalog; with Iceberg's table cache one session
+            # would keep reading a table as it was before another session's commit.
+            "spark.sql.catalog.spark_catalog.cache-enabled": "false",
+            # New tables write the session's `spark.wap.branch` too (as spark_local's profile).
+            "spark.sql.catalog.spark_catalog.table-default.write.wap.enabled": "true",
             # Derby writes derby.log into the working folder unless told otherwise.
             "spark.driver.extraJavaOptions": f"-Dderby.system.home={self.root}",
             # On the driver's and executors' own class path, not only `--jars`: the Thrift

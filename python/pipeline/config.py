@@ -50,6 +50,12 @@ class Settings(BaseModel):
         le=24 * 3600,
         description="spark target: how long a run's warehouse lock outlives its last renewal",
     )
+    warehouse_schemas: tuple[str, ...] = Field(
+        default=("reference", "staging", "intermediate", "marts", "snapshots"),
+        description="Iceberg targets: the schemas whose tables a run publishes and `pipeline "
+        "maintain` maintains (dbt_project.yml's +schema values); others in the catalog are "
+        "never touched",
+    )
     target_path: Path = Path("target")
     metrics_path: Path = Path("data/metrics/commerce.prom")
     lineage_path: Path = Path("data/lineage/events.jsonl")

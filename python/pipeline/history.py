@@ -49,6 +49,11 @@ create table if not exists null_rates (
 """
 
 
+def utc_now() -> dt.datetime:
+    """Now as the history stores times: naive UTC (DuckDB `timestamp`)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
 @dataclass(frozen=True)
 class NodeRecord:
     unique_id: str
@@ -401,7 +406,7 @@ class History:
                     load_date,
                     reason,
                     accepted_by,
-                    dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                    utc_now(),
                 ]
             ],
         )

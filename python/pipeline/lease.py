@@ -36,7 +36,8 @@ from typing import Any, Protocol
 from pipeline.config import Settings
 from pipeline.lock import LockBusy, RunLock
 
-LOCK_TABLE = "ops.pipeline_lock"
+OPS_SCHEMA = "ops"  # the runner's own tables: the lease, the publish journal (pipeline.iceberg)
+LOCK_TABLE = f"{OPS_SCHEMA}.pipeline_lock"
 LOCK_NAME = "warehouse"
 
 
@@ -48,8 +49,8 @@ class Cursor(Protocol):
     def fetchall(self) -> list[tuple[Any, ...]]: ...
 
 
-def _quote(value: str) -> str:
-    """A Spark SQL string literal; the values are run ids and host names, quoted anyway."""
+def sql_string(value: str) -> str:
+    """A Spark SQL string literal (run ids, host names, table names, JSON), escaped for Spark."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -102,7 +103,7 @@ class WarehouseLock:
         """(run id, holder, lease expired) of the lock's row, or None when nobody holds it."""
         cursor.execute(
             f"select run_id, holder, expires_at < current_timestamp() from {LOCK_TABLE} "
-            f"where lock_name = {_quote(self.name)}"
+            f"where lock_name = {sql_string(self.name)}"
         )
         rows = cursor.fetchall()
         if not rows:
@@ -113,8 +114,9 @@ class WarehouseLock:
     def _take(self, cursor: Cursor) -> None:
         lease = f"current_timestamp() + make_interval(0, 0, 0, 0, 0, 0, {self.lease_seconds})"
         cursor.execute(
-            f"merge into {LOCK_TABLE} as t using (select {_quote(self.name)} as lock_name, "
-            f"{_quote(self.run_id)} as run_id, {_quote(json.dumps(self.holder))} as holder, "
+            f"merge into {LOCK_TABLE} as t using (select {sql_string(self.name)} as lock_name, "
+            f"{sql_string(self.run_id)} as run_id, "
+            f"{sql_string(json.dumps(self.holder))} as holder, "
             f"current_timestamp() as acquired_at, {lease} as expires_at) as s "
             "on t.lock_name = s.lock_name "
             "when matched and t.expires_at < current_timestamp() then update set "
@@ -129,7 +131,7 @@ class WarehouseLock:
         cursor.execute(
             f"update {LOCK_TABLE} set expires_at = current_timestamp() + "
             f"make_interval(0, 0, 0, 0, 0, 0, {self.lease_seconds}) "
-            f"where lock_name = {_quote(self.name)} and run_id = {_quote(self.run_id)}"
+            f"where lock_name = {sql_string(self.name)} and run_id = {sql_string(self.run_id)}"
         )
 
     # -- context manager -----------------------------------------------------------------------
@@ -188,8 +190,8 @@ class WarehouseLock:
         # Best effort: an unreleased lease expires by itself.
         with contextlib.suppress(Exception):
             cursor.execute(
-                f"delete from {LOCK_TABLE} where lock_name = {_quote(self.name)} "
-                f"and run_id = {_quote(self.run_id)}"
+                f"delete from {LOCK_TABLE} where lock_name = {sql_string(self.name)} "
+                f"and run_id = {sql_string(self.run_id)}"
             )
 
 

@@ -13,7 +13,6 @@ the snapshot id of every table), which is what `pipeline rollback --to <run_id>`
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import uuid
@@ -24,7 +23,7 @@ import duckdb
 
 from pipeline.config import Settings
 from pipeline.exits import failpoint
-from pipeline.history import History
+from pipeline.history import History, utc_now
 
 UNPUBLISHED = ".unpublished"  # suffix of a run's private copy until it is published
 
@@ -163,35 +162,22 @@ class DuckDBPublisher:
             shutil.rmtree(old)
 
 
-class InPlacePublisher:
-    """Spark until its Iceberg branches are wired: dbt writes the published tables directly."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def begin(self, run_id: str, resume: str | None) -> Settings:
-        return self.settings
-
-    def publish(self, run_id: str) -> dict[str, Any]:
-        return {"engine": self.settings.target, "in_place": True}
-
-    def discard(self, run_id: str, keep_for_retry: bool) -> None:
-        return None
-
-    def restore(self, published: dict[str, Any]) -> None:
-        raise PublishError(f"{self.settings.target} cannot restore {published}: built in place")
-
-
 def publisher_for(settings: Settings) -> Publisher:
     """The publish mechanism of the settings' engine."""
     if settings.target == "duckdb":
         return DuckDBPublisher(settings, keep=settings.keep_generations)
-    if settings.target == "spark_local":
-        from pipeline.iceberg import IcebergPublisher  # imports pyspark only when used
+    from pipeline.iceberg import IcebergPublisher, SqlIcebergCatalog, TableJournal
+    from pipeline.thrift import connect_from_environment  # imports PyHive only when called
 
-        return IcebergPublisher(settings)
-    # The Thrift target reaches no JVM: it needs the SQL route described in pipeline.iceberg.
-    return InPlacePublisher(settings)
+    if settings.target == "spark_local":
+        return IcebergPublisher(settings)  # Iceberg's Java API in this process
+    # The Thrift target reaches no JVM: SQL over the runner's own connection, and the journal
+    # in the warehouse, where a runner on another host finds it.
+    return IcebergPublisher(
+        settings,
+        SqlIcebergCatalog(connect_from_environment, settings.warehouse_schemas),
+        TableJournal(connect_from_environment),
+    )
 
 
 def roll_back(settings: Settings, history: History, run: str) -> tuple[str, list[str]]:
@@ -212,7 +198,7 @@ def roll_back(settings: Settings, history: History, run: str) -> tuple[str, list
     if state is None:  # published_runs found it: only a concurrent history edit gets here
         raise PublishError(f"run {target_run} has no published state in the history")
     publisher_for(settings).restore(state)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    now = utc_now()
     rollback_id = str(uuid.uuid4())
     history.start_run(rollback_id, settings.target, f"rollback --to {target_run}", now)
     history.record_publish(rollback_id, settings.target, now, state, restored_from=target_run)
@@ -223,7 +209,7 @@ def roll_back(settings: Settings, history: History, run: str) -> tuple[str, list
         0,
         "publish",
         f"republished the state of run {target_run}; rolled back {len(undone)} run(s)",
-        dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        utc_now(),
         {},
     )
     return target_run, undone

@@ -33,7 +33,7 @@ from pipeline import gates
 from pipeline.config import Settings, mask_secrets
 from pipeline.dbt import DbtOutcome, invoke, read_json_artifact, release_duckdb
 from pipeline.exits import ExitCode, StopRun, failpoint
-from pipeline.history import History, NodeRecord, RunRecord
+from pipeline.history import History, NodeRecord, RunRecord, utc_now
 from pipeline.landing import EntityContract, check_landing, summarize
 from pipeline.lease import run_lock
 from pipeline.lock import LockBusy
@@ -350,7 +350,7 @@ class Runner:
         self.history.record_publish(
             self.summary.run_id,
             self.settings.target,
-            dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            utc_now(),
             state,
         )
         self.log.info(

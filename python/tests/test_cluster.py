@@ -7,7 +7,9 @@ COMMERCE_SPARK_* environment. The expectations are independent: the marts DuckDB
 the same landing zone (dbt, no runner), compared row by row.
 
 The tests run in file order and share the cluster's warehouse: a first run; the lock; an
-exploded daily load the volume gate stops, then the repaired load merged incrementally.
+exploded daily load the volume gate stops; the same day with a line whose mart test fails,
+which publishes nothing either (write-audit-publish in SQL over Thrift); its repair merged
+incrementally; a rollback and a roll forward; `pipeline maintain`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from conftest import MARTS, Warehouse, make_landing, make_settings, write_config
 from pipeline import generator
 from pipeline.cli import app
 from pipeline.cluster import ClusterState, LocalCluster
+from pipeline.config import Settings
 from pipeline.history import History
+from pipeline.iceberg import BRANCH_PREFIX, SqlIcebergCatalog
 from pipeline.lease import LOCK_TABLE, WarehouseLock
 from pipeline.lock import LockBusy
 from pipeline.thrift import connect_from_environment
@@ -39,6 +43,7 @@ from pipeline.thrift import connect_from_environment
 pytestmark = pytest.mark.cluster
 
 TODAY = dt.datetime.now(dt.UTC).date()
+SCHEMAS = Settings().warehouse_schemas
 
 
 @pytest.fixture(scope="module")
@@ -127,12 +132,14 @@ def _marts_agree(duck: Warehouse) -> None:
         assert normalised == expected, f"{mart} differs between the cluster and DuckDB"
 
 
-def _append_day(landing: Path) -> dt.date:
-    """The next daily load, dated at most yesterday (a load dated today would be fresh too,
-    but the contract gate refuses any partition after the run's clock)."""
-    day, _ = generator.append_day(landing)
-    assert day < TODAY
-    return day
+def _mains() -> dict[str, int | None]:
+    """Where `main` of every table of the warehouse points: what consumers read."""
+    catalog = SqlIcebergCatalog(connect_from_environment, SCHEMAS)
+    return {table: catalog.main_snapshot(table) for table in catalog.tables()}
+
+
+def _marts() -> dict[str, list[tuple[Any, ...]]]:
+    return {mart: sorted(_query(f"select * from marts.{mart}"), key=repr) for mart in MARTS}
 
 
 def test_pipeline_run_on_the_cluster_builds_marts_equal_to_duckdb(project: ClusterProject) -> None:
@@ -203,14 +210,23 @@ def test_the_warehouse_lock_is_one_lease_for_runners_on_every_host(
     assert sorted(outcomes.values()) == ["busy", "held"], outcomes
 
 
-def test_an_exploded_load_stops_at_the_volume_gate_then_the_repaired_load_merges(
+def _newest_day(landing: Path) -> dt.date:
+    return max(
+        dt.date.fromisoformat(folder.name.removeprefix("load_date="))
+        for folder in (landing / "orders").glob("load_date=*")
+    )
+
+
+def test_an_exploded_load_stops_at_the_volume_gate_and_moves_no_table(
     project: ClusterProject,
 ) -> None:
-    """Yesterday's load, first exploded (exit 4, no mart changes), then as the upstream
-    repairs it: merged incrementally into the marts, which still equal DuckDB's."""
-    before = {mart: sorted(_query(f"select * from marts.{mart}"), key=repr) for mart in MARTS}
-    orders_before = dict(_query("select order_id, order_status from marts.fct_orders"))
+    """Yesterday's load, exploded: exit 4, no mart and no table's `main` changes (the staging
+    merges the gate judged went to the run's branch). The upstream then repairs the file;
+    the next test loads the same day."""
+    before = _marts()
+    mains_before = _mains()
     day, _ = generator.append_day(project.landing)
+    assert day < TODAY
     path = project.landing / "orders" / f"load_date={day}" / "part-0000.parquet"
     original = project.root / "orders-original.parquet"  # outside the landing zone
     shutil.copy(path, original)
@@ -223,12 +239,48 @@ def test_an_exploded_load_stops_at_the_volume_gate_then_the_repaired_load_merges
     code, _, stderr = project.pipeline("run")
     assert code == 4, stderr
     assert "stg_landing__orders" in stderr and str(day) in stderr
-    after = {mart: sorted(_query(f"select * from marts.{mart}"), key=repr) for mart in MARTS}
-    assert after == before, "no mart may change after a failed volume gate"
+    assert _marts() == before, "no mart may change after a failed volume gate"
+    assert _mains() == mains_before, "no table's main may move: the staging merges neither"
+    shutil.copy(original, path)
+
+
+def test_a_failed_mart_test_publishes_nothing_the_repair_merges_and_rollback_restores(
+    project: ClusterProject,
+) -> None:
+    """The same day, now with a line for an order that never lands: it passes staging and
+    the gates, and a test of the joined layers fails. Every table's `main` and every mart
+    stay as published (the run wrote its branches only). The repaired load merges: marts
+    equal to DuckDB's. `pipeline rollback --to` the run before puts its marts back, and
+    rolling forward again to the repaired run works too."""
+    published_before = next(  # the module's first run: the stopped run published nothing
+        run.run_id
+        for run in project.history.runs(20)
+        if project.history.published_state(run.run_id) is not None
+    )
+    before, mains_before = _marts(), _mains()
+    orders_before = dict(_query("select order_id, order_status from marts.fct_orders"))
+    day = _newest_day(project.landing)
+    path = project.landing / "order_items" / f"load_date={day}" / "part-0000.parquet"
+    original = project.root / "order-items-original.parquet"
+    shutil.copy(path, original)
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows[0]["order_id"] = 99_999_999  # no generated order has this id
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+
+    code, stdout, stderr = project.pipeline("run")
+    assert code == 1, stdout + stderr
+    assert "not_null_int_order_items_priced_currency_code" in stdout + stderr
+    assert _mains() == mains_before, "a failed run moves no table's main"
+    assert _marts() == before, "consumers read the last published marts"
+    kept = SqlIcebergCatalog(connect_from_environment, SCHEMAS).branches("marts.fct_orders")
+    assert any(name.startswith(BRANCH_PREFIX) for name in kept), "kept for --retry"
 
     shutil.copy(original, path)
     code, stdout, stderr = project.pipeline("run")
     assert code == 0, stdout + stderr
+    repaired = project.history.runs(1)[0].run_id
+    assert not SqlIcebergCatalog(connect_from_environment, SCHEMAS).branches("marts.fct_orders")
     orders_after = dict(_query("select order_id, order_status from marts.fct_orders"))
     assert len(orders_after) > len(orders_before), f"the load of {day} added orders"
     assert any(orders_after[order] != status for order, status in orders_before.items()), (
@@ -236,3 +288,74 @@ def test_an_exploded_load_stops_at_the_volume_gate_then_the_repaired_load_merges
     )
     project.duck.build()  # DuckDB's incremental build of the same loads
     _marts_agree(project.duck)
+    repaired_marts = _marts()
+
+    code, stdout, stderr = project.pipeline("rollback", "--to", published_before)
+    assert code == 0, stdout + stderr
+    assert _marts() == before
+    assert {table: _mains()[table] for table in mains_before} == mains_before
+    code, stdout, stderr = project.pipeline("rollback", "--to", repaired)
+    assert code == 0, stdout + stderr
+    assert _marts() == repaired_marts
+
+
+def _snapshots(table: str) -> dict[int, int]:
+    return {
+        int(snapshot): int(millis)
+        for snapshot, millis in _query(
+            f"select snapshot_id, unix_millis(committed_at) from {table}.snapshots"
+        )
+    }
+
+
+def test_maintain_on_the_cluster_compacts_and_expires_what_no_kept_publish_names(
+    project: ClusterProject,
+) -> None:
+    """`pipeline maintain --target spark` through the Thrift server's Iceberg procedures.
+    With `keep_generations: 1` only the last publish is kept (the test above rolled forward
+    to the repaired run): every snapshot committed before the ones it names goes (the first
+    run's), everything after stays."""
+    runs = project.history.runs(50)
+    last = runs[0].run_id  # the roll forward
+    first = [run for run in runs if run.arguments.startswith("run") and run.status == "success"]
+    kept = project.history.published_state(last)
+    assert kept is not None
+    config = project.config.with_name("keep-one.yml")
+    config.write_text(project.config.read_text() + "keep_generations: 1\n")
+    # Small files, as many small appends leave them: fct_orders written again in three.
+    _query("create table default.fct_orders_copy using parquet as select * from marts.fct_orders")
+    _query("delete from marts.fct_orders where true")
+    for part in range(3):
+        _query(
+            "insert into marts.fct_orders select * from default.fct_orders_copy "
+            f"where pmod(order_id, 3) = {part}"
+        )
+    _query("drop table default.fct_orders_copy")
+    marts, mains = _marts(), _mains()
+    files = _query("select count(*) from marts.fct_orders.data_files")[0][0]
+    snapshots = {table: _snapshots(table) for table in mains}
+
+    result = CliRunner().invoke(app, ["maintain", "--config", str(config)])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "marts.fct_orders" in result.stdout
+    recorded = project.history.runs(1)[0]
+    assert (recorded.arguments, recorded.status) == ("maintain", "success")
+
+    assert _marts() == marts, "maintenance changed what consumers read"
+    assert _query("select count(*) from marts.fct_orders.data_files")[0][0] < files
+    expired = 0
+    for table, before in snapshots.items():
+        named = kept["snapshots"][table]
+        survivors = {s for s, millis in before.items() if millis >= before[named]}
+        main = mains[table]
+        assert main is not None, table
+        survivors.add(main)
+        assert set(_snapshots(table)) & set(before) == survivors, table
+        expired += len(before) - len(survivors)
+    assert expired > 0, "nothing was old enough to expire: the check proved nothing"
+
+    code, stdout, stderr = project.pipeline("rollback", "--to", first[-1].run_id)
+    assert code == 2, stdout + stderr
+    code, stdout, stderr = project.pipeline("rollback", "--to", last)
+    assert code == 0, stdout + stderr
+    assert _marts() == marts

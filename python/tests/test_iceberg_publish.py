@@ -10,11 +10,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from pyhive.exc import OperationalError
 
 from conftest import make_settings
-from pipeline.iceberg import IcebergPublisher, branch_name
+from pipeline.iceberg import IcebergPublisher, SqlIcebergCatalog, branch_name
 from pipeline.publish import PublishError
 
 _ids = itertools.count(100)
@@ -188,3 +190,25 @@ def test_a_retry_resumes_the_kept_branches_and_restore_goes_back(
     with pytest.raises(PublishError, match="nothing was changed"):
         publisher.restore({"engine": "iceberg", "snapshots": {"marts.a": 1, "marts.b": 2}})
     assert _mains(catalog) == before
+
+
+class RefusingCursor:
+    """A Thrift server without Iceberg's SQL extensions: PyHive raises its error with the
+    server's response as the argument, the message inside `status.errorMessage`."""
+
+    def execute(self, operation: str) -> None:
+        status = SimpleNamespace(errorMessage="[PARSE_SYNTAX_ERROR] Syntax error at 'branch'")
+        raise OperationalError(SimpleNamespace(status=status))
+
+    def fetchall(self) -> list[tuple[object, ...]]:
+        raise AssertionError("nothing to fetch after a refused statement")
+
+
+def test_the_sql_catalog_names_the_refused_statement_and_the_servers_reason() -> None:
+    catalog = SqlIcebergCatalog(RefusingCursor, ["marts"])
+    with pytest.raises(PublishError) as refused:
+        catalog.prepare("marts.fct_orders", "wap_run_1", None)
+    message = str(refused.value)
+    assert "show tblproperties `marts`.`fct_orders`" in message
+    assert "Syntax error at 'branch'" in message
+    assert "SQL extensions" in message

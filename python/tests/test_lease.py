@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_settings
-from pipeline.lease import WarehouseLock, _quote, run_lock
+from pipeline.lease import WarehouseLock, run_lock, sql_string
 from pipeline.lock import LockBusy, RunLock
 from pipeline.thrift import poll_wait
 
@@ -36,8 +36,8 @@ def test_an_unreachable_thrift_server_is_a_busy_lock_not_a_crash(
 
 
 def test_values_are_quoted_as_spark_string_literals() -> None:
-    assert _quote("it's") == "'it\\'s'"
-    assert _quote("a\\'); drop") == "'a\\\\\\'); drop'"
+    assert sql_string("it's") == "'it\\'s'"
+    assert sql_string("a\\'); drop") == "'a\\\\\\'); drop'"
 
 
 def test_polls_back_off_from_immediate_to_a_second() -> None:

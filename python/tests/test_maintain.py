@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from conftest import make_settings
+from conftest import make_settings, write_config
+from pipeline.cli import app
+from pipeline.dbt import invoke
+from pipeline.history import History
 from pipeline.maintain import MaintainError, expiry_cutoffs, kept_snapshots, run_maintenance
 
 NOW = 10_000
@@ -41,6 +46,48 @@ def test_a_kept_snapshot_already_expired_does_not_hold_the_rest() -> None:
     }
 
 
-def test_maintain_refuses_duckdb(tmp_path: Path) -> None:
-    with pytest.raises(MaintainError, match="spark_local target, not duckdb"):
-        run_maintenance(make_settings(tmp_path, tmp_path / "landing"), [])
+def test_maintain_refuses_duckdb_with_exit_2_and_says_so_in_the_history(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, tmp_path / "landing")
+    with pytest.raises(MaintainError, match=r"Iceberg targets \(spark_local, spark\), not duckdb"):
+        run_maintenance(settings, [])
+    config = write_config(tmp_path / "pipeline.yml", settings)
+    result = CliRunner().invoke(app, ["maintain", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "not duckdb" in result.stderr
+    recorded = History(settings.history_path).runs(1)[0]
+    assert (recorded.arguments, recorded.status, recorded.exit_code) == ("maintain", "usage", 2)
+    assert recorded.message is not None and "not duckdb" in recorded.message
+
+
+def test_the_warehouse_schemas_are_those_dbt_builds_tables_in(tmp_path: Path) -> None:
+    """Publish and maintenance touch only Settings.warehouse_schemas: it must name every
+    schema the project materialises a table in (else a run would write that table outside
+    its branch), and nothing else (else a shared catalog's other tables would be touched)."""
+    settings = make_settings(tmp_path, tmp_path / "landing")
+    listed = invoke(
+        settings,
+        [
+            "ls",
+            "--resource-type",
+            "model",
+            "--resource-type",
+            "seed",
+            "--resource-type",
+            "snapshot",
+            "--output",
+            "json",
+            "--output-keys",
+            "schema",
+            "config",
+        ],
+        target_path=tmp_path / "target",
+        quiet=True,
+    ).listed
+    nodes = [json.loads(line) for line in listed]
+    assert len(nodes) > 20
+    schemas = {
+        node["schema"]
+        for node in nodes
+        if node["config"]["materialized"] not in {"view", "ephemeral"}
+    }
+    assert schemas == set(settings.warehouse_schemas)

@@ -53,7 +53,7 @@ from pipeline.config import load_settings
 from pipeline.iceberg import JvmIcebergCatalog
 
 catalog = JvmIcebergCatalog(load_settings(Path(sys.argv[1])))
-spark = catalog._spark()
+spark = catalog.session()
 consumer = spark.newSession()
 tables = catalog.tables()
 
@@ -84,7 +84,7 @@ from pathlib import Path
 from pipeline.config import load_settings
 from pipeline.iceberg import JvmIcebergCatalog
 
-spark = JvmIcebergCatalog(load_settings(Path(sys.argv[1])))._spark()
+spark = JvmIcebergCatalog(load_settings(Path(sys.argv[1]))).session()
 table = "marts.fct_orders"
 rows = spark.table(table).collect()
 frame = spark.createDataFrame(rows, spark.table(table).schema)
@@ -286,6 +286,8 @@ def test_maintain_compacts_and_expires_and_rollback_reaches_what_it_kept(
     result = project.pipeline("maintain", "--config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "marts.fct_orders" in result.stdout
+    recorded = project.history.runs(1)[0]
+    assert (recorded.arguments, recorded.status) == ("maintain", "success")
     after = _read(config)
 
     assert after["marts"] == before["marts"], "maintenance changed what consumers read"
