@@ -14,6 +14,7 @@
     {%- if execute and not var('landing_registered', false) -%}
         {%- do adapter.execute(adapter.dispatch('create_landing_schema', 'commerce')()) -%}
         {%- for entity in landing_entities() -%}
+            {%- do adapter.dispatch('before_landing_view', 'commerce')(entity) -%}
             {%- do adapter.execute(adapter.dispatch('landing_view_sql', 'commerce')(entity)) -%}
         {%- endfor -%}
     {%- endif -%}
@@ -55,6 +56,13 @@
         hive_types = {'load_date': date},
         union_by_name = true
     )
+{%- endmacro %}
+
+{% macro default__before_landing_view(entity) -%}{%- endmacro %}
+
+{#- Spark: `create or replace` keeps an existing Iceberg view (macros/spark/views.sql). -#}
+{% macro spark__before_landing_view(entity) -%}
+    {%- do drop_view_first('landing.' ~ entity) -%}
 {%- endmacro %}
 
 {#- Spark discovers load_date=... partitions itself and merges schemas across files. -#}

@@ -34,6 +34,7 @@ from pipeline import generator
 from pipeline.cli import app
 from pipeline.cluster import ClusterState, LocalCluster
 from pipeline.config import Settings
+from pipeline.dbt import invoke
 from pipeline.history import History
 from pipeline.iceberg import BRANCH_PREFIX, SqlIcebergCatalog
 from pipeline.lease import LOCK_TABLE, WarehouseLock
@@ -359,3 +360,32 @@ def test_maintain_on_the_cluster_compacts_and_expires_what_no_kept_publish_names
     code, stdout, stderr = project.pipeline("rollback", "--to", last)
     assert code == 0, stdout + stderr
     assert _marts() == marts
+
+
+def test_views_are_replaced_although_the_sql_extensions_keep_a_replaced_view(
+    project: ClusterProject,
+) -> None:
+    """With Iceberg's SQL extensions on the server, views are Iceberg views and `create or
+    replace view` over one silently keeps the old definition (seen here: a merge through the
+    "replaced" view read the old rows). So every view the project creates is dropped first
+    (macros/spark/views.sql). Here a landing view and an intermediate view are left with a
+    wrong definition; one dbt invocation (its on-run-start registers the landing views) must
+    put both right: their rows are the landing file's and DuckDB's view's again."""
+    for view in ("landing.orders", "intermediate.int_payments_converted"):
+        _query(f"drop view if exists {view}")
+        _query(f"create view {view} as select 1 as wrong")
+    settings = make_settings(project.root, project.landing, target="spark")
+    built = invoke(
+        settings,
+        ["run", "--select", "int_payments_converted"],
+        target_path=project.root / "views-target",
+        quiet=True,
+    )
+    assert built.success, built.error
+    landing_rows = sum(
+        pq.ParquetFile(path).metadata.num_rows
+        for path in project.landing.glob("orders/*/*.parquet")
+    )
+    assert _query("select count(*) from landing.orders") == [(landing_rows,)]
+    expected = project.duck.query("select count(*) from intermediate.int_payments_converted")
+    assert _query("select count(*) from intermediate.int_payments_converted") == [(expected[0][0],)]
