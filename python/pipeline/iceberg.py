@@ -373,13 +373,19 @@ class TableJournal:
         self._cursor: Cursor | None = None
 
     def _execute(self, sql: str) -> Cursor:
-        if self._cursor is None:
-            self._cursor = self.connect()
-            self._cursor.execute(f"create database if not exists {OPS_SCHEMA}")
-            self._cursor.execute(
-                f"create table if not exists {JOURNAL_TABLE} (content string) using iceberg"
-            )
-        self._cursor.execute(sql)
+        try:
+            if self._cursor is None:
+                self._cursor = self.connect()
+                self._cursor.execute(f"create database if not exists {OPS_SCHEMA}")
+                self._cursor.execute(
+                    f"create table if not exists {JOURNAL_TABLE} (content string) using iceberg"
+                )
+            self._cursor.execute(sql)
+        except Exception as error:  # PyHive's and Thrift's errors share no base class
+            raise PublishError(
+                f"the publish journal {JOURNAL_TABLE} cannot be read or written: "
+                f"{thrift_error(error)}"
+            ) from None
         return self._cursor
 
     def read(self) -> dict[str, Any] | None:

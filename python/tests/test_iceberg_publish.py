@@ -16,7 +16,7 @@ import pytest
 from pyhive.exc import OperationalError
 
 from conftest import make_settings
-from pipeline.iceberg import IcebergPublisher, SqlIcebergCatalog, branch_name
+from pipeline.iceberg import IcebergPublisher, SqlIcebergCatalog, TableJournal, branch_name
 from pipeline.publish import PublishError
 
 _ids = itertools.count(100)
@@ -212,3 +212,8 @@ def test_the_sql_catalog_names_the_refused_statement_and_the_servers_reason() ->
     assert "show tblproperties `marts`.`fct_orders`" in message
     assert "Syntax error at 'branch'" in message
     assert "SQL extensions" in message
+
+
+def test_the_table_journal_names_itself_and_the_servers_reason() -> None:
+    with pytest.raises(PublishError, match=r"journal ops\.pipeline_publish_journal .*branch"):
+        TableJournal(RefusingCursor).read()
