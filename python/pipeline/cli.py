@@ -351,6 +351,14 @@ def maintain(config: ConfigOption = None) -> None:
                     run_id, "usage", ExitCode.USAGE, "maintain", str(error), utc_now(), {}
                 )
                 raise
+            except Exception as error:  # a server lost mid-way: one line and a record, exit 1
+                # The first lines name the table and the reason; a JVM's stack trace follows.
+                failure = f"{type(error).__name__}: {' '.join(str(error).split())[:500]}"
+                history_file.finish_run(
+                    run_id, "dbt_error", ExitCode.DBT_ERROR, "maintain", failure, utc_now(), {}
+                )
+                err.print(f"[red]maintain failed:[/red] {failure}", highlight=False)
+                raise typer.Exit(ExitCode.DBT_ERROR) from None
     except LockBusy as busy:
         err.print(f"[red]locked:[/red] {busy}", highlight=False)
         raise typer.Exit(ExitCode.LOCKED) from None

@@ -308,3 +308,24 @@ def test_maintain_compacts_and_expires_and_rollback_reaches_what_it_kept(
     result = project.pipeline("rollback", "--to", last, "--config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert _read(config)["mains"] == kept["snapshots"]
+
+    # A table whose current metadata file is gone (a bucket lifecycle rule, a hand's `rm`):
+    # maintenance stops with exit 1 naming the file, and its history row says so instead of
+    # staying `running` for ever.
+    metadata = sorted(
+        (project.settings.spark_dir / "warehouse" / "marts.db" / "fct_orders" / "metadata").glob(
+            "*.metadata.json"
+        )
+    )[-1]
+    hidden = metadata.with_name(metadata.name + ".hidden")
+    metadata.replace(hidden)
+    try:
+        result = project.pipeline("maintain", "--config", str(config))
+    finally:
+        hidden.replace(metadata)
+    assert result.returncode == 1, result.stdout + result.stderr[-3000:]
+    assert "maintain failed" in result.stderr and metadata.name in result.stderr
+    assert "Traceback" not in result.stderr
+    recorded = project.history.runs(1)[0]
+    assert (recorded.arguments, recorded.status, recorded.exit_code) == ("maintain", "dbt_error", 1)
+    assert recorded.message is not None and metadata.name in recorded.message
