@@ -479,11 +479,18 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "memory_gib": round(memory_kb / 1024**2, 1),
         "platform": platform.platform(),
+        # Other work on a shared machine inflates every figure: the load beside them says so.
+        "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
         "versions": {
             pkg: version(pkg)
             for pkg in ("dbt-core", "dbt-duckdb", "duckdb", "dbt-spark", "pyspark")
         },
     }
+
+
+def _loads(machine_figures: dict[str, Any], when: str) -> str:
+    loads = machine_figures.get(f"load_average_at_{when}")
+    return " / ".join(str(load) for load in loads) if loads else "not measured"
 
 
 def _spread(summary: dict[str, Any]) -> str:
@@ -525,7 +532,8 @@ def write_report(results: dict[str, Any]) -> None:
         "",
         f"Measured {m['date']} on {m['cpus']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-        + ".",
+        + f"; load average (1, 5, 15 min) {_loads(m, 'start')} at the start, "
+        f"{_loads(m, 'end')} at the end.",
         f"Each figure is the median of {results['settings']['runs']} runs (min–max). Raw "
         "timings: results.json. "
         "Regenerate with `make bench`.",
@@ -703,6 +711,7 @@ def main(argv: list[str] | None = None) -> None:
                 work, scales, args.cluster_days, Workspace, generate, summarize
             )
         results["bench_seconds"] = round(time.perf_counter() - started, 1)
+        results["machine"]["load_average_at_end"] = [round(load, 2) for load in os.getloadavg()]
     notes_file = BENCH_DIR / "NOTES.md"
     results["notes"] = notes_file.read_text() if notes_file.exists() else ""
     write_report(results)
