@@ -102,7 +102,9 @@ class LocalCluster:
         worker_cores: int = 1,
         worker_memory: str = "1g",
         executor_memory: str = "768m",
-        driver_memory: str = "1g",
+        # The Thrift server's driver plans every session's queries and builds the broadcast
+        # side of joins: with 1g it spent minutes in full GCs on a scale-1 build (`make bench`).
+        driver_memory: str = "4g",
         timeout: float = 180.0,
     ) -> None:
         self.root = root.resolve()
@@ -205,6 +207,11 @@ class LocalCluster:
             "spark.sql.catalog.spark_catalog.cache-enabled": "false",
             # New tables write the session's `spark.wap.branch` too (as spark_local's profile).
             "spark.sql.catalog.spark_catalog.table-default.write.wap.enabled": "true",
+            # A broadcast relation is built in the driver, which every session shares: at
+            # scale 1 the MERGE of stg_landing__events broadcast a side far over its estimate
+            # and the driver spent its time in full GCs (bench/NOTES.md). Sort-merge joins
+            # spill to the executors' disks instead.
+            "spark.sql.autoBroadcastJoinThreshold": "-1",
             # Derby writes derby.log into the working folder unless told otherwise.
             "spark.driver.extraJavaOptions": f"-Dderby.system.home={self.root}",
             # On the driver's and executors' own class path, not only `--jars`: the Thrift
