@@ -124,7 +124,7 @@ def _model_series(registry: CollectorRegistry, summary: RunSummary, path: Path) 
     """
     rows = Gauge(
         "commerce_model_rows",
-        "Rows in the relation after the run that last built it",
+        "Rows in the table after the run that last built it (views are not counted)",
         ["target", "node", "layer"],
         registry=registry,
     )
