@@ -40,3 +40,4 @@ select
     order_total_usd,
     _loaded_at
 from {{ changed_rows('final', 'order_id') }}
+{{ load_ordered() }}

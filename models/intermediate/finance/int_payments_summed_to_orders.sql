@@ -46,3 +46,4 @@ select
     refunded_usd,
     _loaded_at
 from {{ changed_rows('final', 'order_id') }}
+{{ load_ordered() }}

@@ -70,3 +70,4 @@ select
     has_purchase,
     _loaded_at
 from {{ changed_rows('final', 'session_id', prune=prune) }}
+{{ load_ordered() }}

@@ -63,3 +63,4 @@ select
     customers,
     _loaded_at
 from {{ changed_rows('final', 'revenue_date') }}
+{{ load_ordered() }}

@@ -52,3 +52,4 @@ select
     line_total_usd,
     _loaded_at
 from {{ changed_rows('final', 'order_item_id') }}
+{{ load_ordered() }}

@@ -158,3 +158,4 @@ select
     updated_at,
     _loaded_at
 from {{ changed_rows('final', 'order_id') }}
+{{ load_ordered() }}

@@ -58,3 +58,4 @@ select
     payment_date,
     _loaded_at
 from {{ changed_rows('final', 'payment_id') }}
+{{ load_ordered() }}

@@ -71,3 +71,4 @@ select
     has_purchase,
     _loaded_at
 from {{ changed_rows('final', 'session_id', prune=prune) }}
+{{ load_ordered() }}

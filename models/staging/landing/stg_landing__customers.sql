@@ -64,3 +64,4 @@ select
     _loaded_at,
     _load_date
 from final
+{{ load_ordered() }}
