@@ -9,6 +9,7 @@ state. Every case starts from a copy of one baseline built once per module.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from pipeline import PROJECT_DIR, generator
 from pipeline.exits import FAILPOINT_ENV
 from pipeline.history import History
 from pipeline.lock import RunLock
+from pipeline.publish import clone_file
 
 UNKNOWN_ID = 99_999_999
 
@@ -381,3 +383,25 @@ def test_a_run_executes_every_test_the_project_declares(baseline: tuple[Path, Ch
     declared = {json.loads(line)["unique_id"] for line in listed}
     assert len(declared) > 100  # the project's data and unit tests, not an empty listing
     assert declared - executed == set()
+
+
+def test_the_copy_a_run_builds_in_is_whole_on_every_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`clone_file` makes the private copy: the kernel's copy_file_range (a reflink on XFS and
+    btrfs), `shutil.copyfile` where that is refused, and an error, never a short copy."""
+    source = tmp_path / "published.duckdb"
+    source.write_bytes(os.urandom(3 * 2**20 + 17))
+    clone_file(source, tmp_path / "kernel.duckdb")
+    assert (tmp_path / "kernel.duckdb").read_bytes() == source.read_bytes()
+
+    def refused(*_: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refused)
+    clone_file(source, tmp_path / "fallback.duckdb")
+    assert (tmp_path / "fallback.duckdb").read_bytes() == source.read_bytes()
+
+    monkeypatch.setattr(os, "copy_file_range", lambda *_: 0)  # the source ends early
+    with pytest.raises(OSError, match="ended 3145745 bytes early"):
+        clone_file(source, tmp_path / "short.duckdb")
