@@ -542,6 +542,10 @@ def write_report(results: dict[str, Any]) -> None:
         "timings: results.json. "
         "Regenerate with `make bench`.",
         "",
+    ]
+    if results.get("sections_note"):  # rows kept from an earlier run, when one ran in parts
+        lines += [f"Not every row is from this run: {results['sections_note']}", ""]
+    lines += [
         "| measure | value | goal |",
         "| --- | --- | --- |",
     ]
