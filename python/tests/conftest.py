@@ -59,15 +59,16 @@ class Warehouse:
         with duckdb.connect(str(self.settings.warehouse_path)) as con:
             return con.execute(sql, params or []).fetchall()
 
+    def checksum(self, relation: str) -> tuple[Any, ...]:
+        """Content checksum of a relation: row count and a hash of every row, order-independent."""
+        return self.query(
+            f"select count(*), md5(coalesce(string_agg(cast(t as varchar), '|' "
+            f"order by cast(t as varchar)), '')) from {relation} as t"
+        )[0]
+
     def checksums(self) -> dict[str, tuple[Any, ...]]:
-        """Content checksum per mart: row count and a hash of every row, order-independent."""
-        return {
-            mart: self.query(
-                f"select count(*), md5(coalesce(string_agg(cast(t as varchar), '|' "
-                f"order by cast(t as varchar)), '')) from marts.{mart} as t"
-            )[0]
-            for mart in MARTS
-        }
+        """Content checksum per mart."""
+        return {mart: self.checksum(f"marts.{mart}") for mart in MARTS}
 
 
 def make_settings(root: Path, landing: Path, **overrides: Any) -> Settings:

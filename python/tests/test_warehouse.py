@@ -148,11 +148,7 @@ def _stored_checksums(warehouse: Warehouse) -> dict[str, tuple[Any, ...]]:
         "order by 1, 2"
     )
     return {
-        f"{schema}.{table}": warehouse.query(
-            f"select count(*), md5(coalesce(string_agg(cast(t as varchar), '|' "
-            f"order by cast(t as varchar)), '')) from {schema}.{table} as t"
-        )[0]
-        for schema, table in tables
+        f"{schema}.{table}": warehouse.checksum(f"{schema}.{table}") for schema, table in tables
     }
 
 
