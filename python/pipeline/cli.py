@@ -13,15 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import generator
-from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.config import REPORT_PATH, ConfigError, Settings, load_settings
 from pipeline.exits import ExitCode
 from pipeline.history import History, HistoryError, utc_now
 from pipeline.lease import run_lock
 from pipeline.lock import LockBusy
 from pipeline.observability import configure_logging
 from pipeline.publish import PublishError, roll_back
-from pipeline.report import report_command
 from pipeline.runner import Runner, RunOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -70,6 +68,8 @@ def generate(
     config: ConfigOption = None,
 ) -> None:
     """Write a deterministic landing zone of daily CDC loads (Parquet, partitioned by load date)."""
+    from pipeline import generator  # numpy and pyarrow: every other command starts faster
+
     settings = _settings(config, landing_root=landing_root)
     root = settings.resolve(settings.landing_root)
     started = dt.datetime.now()
@@ -397,7 +397,48 @@ def maintain(config: ConfigOption = None) -> None:
     out.print(table)
 
 
-app.command("report")(report_command)
+@app.command()
+def report(
+    since: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            "--since",
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
+            help="Only runs started at or after this time (UTC).",
+        ),
+    ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option("--run", help="Focus this run (id or unique prefix); default the newest."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", help=f"HTML file to write (default {REPORT_PATH} in the project)."
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write a self-contained HTML report of past runs.
+
+    Runs, volume, freshness, models, tests and lineage, in one file that opens offline.
+    """
+    from pipeline.report import ReportError, write_report  # plotly: only this command needs it
+
+    settings = _settings(config)
+    try:
+        written = write_report(
+            settings.resolve(settings.history_path),
+            output if output is not None else settings.resolve(REPORT_PATH),
+            since,
+            run,
+            settings.resolve(settings.target_path),
+        )
+    except ReportError as error:
+        err.print(f"[red]report:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(ExitCode.USAGE) from None
+    out.print(f"report written to {written}", soft_wrap=True)
+
 
 cluster_app = typer.Typer(
     no_args_is_help=True,

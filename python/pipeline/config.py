@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline import PROJECT_DIR
 
 ENV_PREFIX = "PIPELINE_"
+REPORT_PATH = Path("data/report.html")  # `pipeline report`'s page, under the project
 
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)

@@ -26,20 +26,17 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import duckdb
 import networkx as nx
 import plotly.graph_objects as go
 import plotly.offline
-import typer
 from jinja2 import Environment, select_autoescape
 from plotly.subplots import make_subplots
 
-from pipeline.config import ConfigError, load_settings
 from pipeline.manifest import node_name
 
-DEFAULT_OUTPUT = Path("data/report.html")
 CONNECT_ATTEMPTS = 20  # a writer holds the file for well under a second at a time
 
 # Run statuses the runner writes today, and those the history is gaining ('cancelled',
@@ -859,79 +856,10 @@ def write_report(
     return output
 
 
-# -- the command -------------------------------------------------------------------------------
-
-
-def report_command(
-    since: Annotated[
-        dt.datetime | None,
-        typer.Option(
-            "--since",
-            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
-            help="Only runs started at or after this time (UTC).",
-        ),
-    ] = None,
-    run: Annotated[
-        str | None,
-        typer.Option("--run", help="Focus this run (id or unique prefix); default the newest."),
-    ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output", help=f"HTML file to write (default {DEFAULT_OUTPUT} in the project)."
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="Settings file (default: pipeline.yml).")
-    ] = None,
-) -> None:
-    """Write a self-contained HTML report of past runs.
-
-    Runs, volume, freshness, models, tests and lineage, in one file that opens offline.
-    """
-    try:
-        settings = load_settings(config)
-    except ConfigError as error:
-        typer.echo(f"configuration error: {error}", err=True)
-        raise typer.Exit(2) from None
-    target = output if output is not None else settings.resolve(DEFAULT_OUTPUT)
-    try:
-        written = write_report(
-            settings.resolve(settings.history_path),
-            target,
-            since,
-            run,
-            settings.resolve(settings.target_path),
-        )
-    except ReportError as error:
-        typer.echo(f"report: {error}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"report written to {written}")
-
-
-def default_report_path(project_dir: Path) -> Path:
-    """Where `pipeline report` writes by default, for messages that link to it."""
-    return project_dir / DEFAULT_OUTPUT
-
-
 __all__ = [
     "ReportData",
     "ReportError",
-    "default_report_path",
-    "main",
     "read_history",
     "render",
-    "report_command",
     "write_report",
 ]
-
-
-def main() -> None:
-    """`python -m pipeline.report`: the command before (and besides) its place in the CLI."""
-    app = typer.Typer(add_completion=False)
-    app.command()(report_command)
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -30,7 +30,7 @@ import yaml
 from rich.console import Console
 
 from pipeline import gates
-from pipeline.config import Settings, mask_secrets
+from pipeline.config import REPORT_PATH, Settings, mask_secrets
 from pipeline.dbt import DbtOutcome, invoke, read_json_artifact, release_duckdb
 from pipeline.exits import ExitCode, StopRun, failpoint
 from pipeline.history import History, NodeRecord, RunRecord, utc_now
@@ -41,7 +41,6 @@ from pipeline.manifest import BUILT_TYPES, Manifest
 from pipeline.notify import report_and_notify
 from pipeline.observability import Lineage, RunSummary, write_metrics
 from pipeline.publish import PublishError, publisher_for
-from pipeline.report import DEFAULT_OUTPUT
 from pipeline.state import StateArgs, state_args
 from pipeline.summary import dbt_progress, summary_table
 from pipeline.warehouse import load_null_counts, load_volumes, queries_for, relation_sizes
@@ -888,7 +887,7 @@ class Runner:
                 self.settings.notify_url,
                 summary,
                 self.settings.resolve(self.settings.history_path),
-                self.settings.resolve(DEFAULT_OUTPUT),
+                self.settings.resolve(REPORT_PATH),
                 self.settings.resolve(self.settings.target_path),
             )
         self.log.info(

@@ -23,7 +23,6 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-import typer
 import yaml
 from typer.testing import CliRunner
 
@@ -31,7 +30,7 @@ from conftest import make_landing
 from pipeline import PROJECT_DIR, generator
 from pipeline import report as report_module
 from pipeline.cli import app as pipeline_app
-from pipeline.report import ReportError, read_history, report_command, write_report
+from pipeline.report import ReportError, read_history, write_report
 
 TODAY = dt.datetime.now(dt.UTC).date()
 EXPECTED_EXITS = [1, 0, 4, 0]  # oldest first, as caused below
@@ -338,13 +337,10 @@ def test_focusing_the_failed_run_puts_its_failing_test_on_top(
 def test_report_command_filters_by_since_and_rejects_an_unknown_run(
     history: History, tmp_path: Path
 ) -> None:
-    app = typer.Typer()
-    app.callback()(lambda: None)  # a group, so `report` is a sub-command as it will be in cli.py
-    app.command("report")(report_command)
     output = tmp_path / "since.html"
     before = hashlib.sha256(history.history_path.read_bytes()).hexdigest()
     result = CliRunner().invoke(
-        app,
+        pipeline_app,
         [
             "report",
             "--config",
@@ -363,7 +359,7 @@ def test_report_command_filters_by_since_and_rejects_an_unknown_run(
     )
 
     result = CliRunner().invoke(
-        app,
+        pipeline_app,
         [
             "report",
             "--config",
