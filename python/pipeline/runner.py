@@ -21,6 +21,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -125,6 +126,7 @@ class Runner:
         self.state = StateArgs()  # --state/--defer when a selector uses state: (slim CI)
         self.publisher = publisher_for(settings)
         self.build_settings = settings  # where dbt writes: the run's private state, once prepared
+        self.preparing: Future[Settings] | None = None  # that state, being made (_start_prepare)
         self.published: dict[str, Any] | None = None
         self.parsed: Any = None  # dbt's Manifest from the parse phase, reused by every invocation
         self.manifest: Manifest | None = None  # the same parse, as the runner reads it
@@ -199,6 +201,7 @@ class Runner:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             if self.published is None:
+                self._await_prepare()
                 self._discard()
         if lineage is not None:
             self._observe("lineage", lineage.finish)
@@ -283,6 +286,8 @@ class Runner:
         self._prune_run_folders()
         if self.settings.target == "duckdb":
             self._timed("warehouse", self._check_warehouse_free)
+            if resume is None:
+                self._start_prepare()
         self.state = state_args(self.settings, self.options.select)  # exit 2 before any build
         manifest = self._timed("parse", self._parse)
         if self.options.select and self.options.build:
@@ -324,10 +329,28 @@ class Runner:
                 self._timed("downstream", lambda: self._build("downstream", downstream))
             self._timed("publish", self._publish)
 
+    def _start_prepare(self) -> None:
+        """On DuckDB, start the copy of the published file now, in a thread, so that it runs
+        while dbt parses (about a second) instead of after: the copy grows with the history
+        (on ext4 2.4 s for 1.3 GB), the parse does not. Nothing writes the published file
+        meanwhile: the run lock and the writer check above keep other writers out, and parse
+        and the contract gate do not open the warehouse."""
+        self._release()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+        self.preparing = pool.submit(self.publisher.begin, self.summary.run_id, None)
+        pool.shutdown(wait=False)  # returns at once; the copy goes on to its end
+
+    def _await_prepare(self) -> None:
+        """A run that stops before `prepare` still waits for its copy, which it then discards."""
+        if self.preparing is not None:
+            self.preparing.exception()
+
     def _prepare(self) -> Settings:
         """The run's private state: every later phase reads and writes there, not the
         published warehouse (with --retry, the failed run's state it continues)."""
         try:
+            if self.preparing is not None:
+                return self.preparing.result()
             self._release()
             return self.publisher.begin(self.summary.run_id, self.resumed_run or None)
         except PublishError as error:

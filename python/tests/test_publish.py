@@ -262,6 +262,22 @@ def test_sigkill_in_the_middle_of_the_marts_leaves_the_published_state_whole(
     _assert_next_run_repairs(project, reference)
 
 
+def test_a_run_stopped_before_prepare_removes_the_copy_it_started(
+    baseline: tuple[Path, Checksums], tmp_path: Path
+) -> None:
+    """On DuckDB the copy to build in starts before the parse, in a thread (runner.py,
+    _start_prepare). A run that the contract gate stops before `prepare` waits for that copy
+    to end, removes it, and leaves the published file as it was."""
+    project = copy_project(baseline, tmp_path)
+    _rewrite_first(_new_part(project, "orders"), lambda row: True, order_id=None)
+    code, _, stderr = project.pipeline("run")
+    assert code == 4 and "order_id" in stderr, stderr
+    assert project.history.runs(1)[0].phase == "contract"
+    generations = project.settings.warehouse_path.with_name("warehouse.generations")
+    assert not list(generations.glob("*.unpublished")), "the stopped run's copy was left behind"
+    assert project.warehouse.checksums() == baseline[1]
+
+
 def test_a_full_disk_publishes_nothing(
     baseline: tuple[Path, Checksums], reference: Checksums, tmp_path: Path
 ) -> None:
