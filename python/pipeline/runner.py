@@ -254,6 +254,8 @@ class Runner:
 
     def _dbt_event(self, event: Any) -> None:
         """dbt's own warnings and errors, as lines of this run's log (JSON in JSON mode)."""
+        if event.info.name == "NodeFinished":  # a test's kill point: `built:fct_orders`
+            failpoint(f"built:{event.data.node_info.node_name}")
         level = DBT_LEVELS.get(event.info.level)
         # A stack trace is for --debug; after a cancel, dbt's errors only echo the interrupt.
         trace = event.info.name.endswith("StackTrace") and not self.log.isEnabledFor(logging.DEBUG)
