@@ -47,8 +47,9 @@
     A scalar the model needs, read once when the model is compiled for execution and inlined as
     a literal: engines prune files, partitions and row groups on a constant, never on a
     subquery (DuckDB reads every landing file and every row group for `col >= (select ...)`).
-    `sql` returns one row and one column; `kind` is `date` or `timestamp`. A null (an empty
-    table) yields `fallback`. At parse time and in unit tests the subquery itself is returned.
+    `sql` returns one row and one column; `kind` is `date`, `timestamp` or `number`. A null (an
+    empty table) yields `fallback`. At parse time and in unit tests the subquery itself is
+    returned.
 -#}
 {% macro inline_scalar(sql, kind, fallback) -%}
     {%- if not execute or model.resource_type == 'unit_test' -%}
@@ -56,12 +57,15 @@
         {{- return('(' ~ sql ~ ')') -}}
     {%- endif -%}
     {%- set value = run_query(sql).columns[0].values()[0] -%}
-    {%- if value is string -%}
+    {%- if value is string and kind != 'number' -%}
         {#- A Thrift server's driver (PyHive) returns dates and timestamps as ISO text. -#}
         {%- set value = modules.datetime.datetime.fromisoformat(value) -%}
     {%- endif -%}
     {%- if value is none -%}
         {{- return(fallback) -}}
+    {%- elif kind == 'number' -%}
+        {#- Through int: a key is never rendered as text, so nothing can be injected. -#}
+        {{- return(value | int | string) -}}
     {%- elif kind == 'date' -%}
         {{- return("date '" ~ value.strftime('%Y-%m-%d') ~ "'") -}}
     {%- else -%}
@@ -109,6 +113,22 @@
     select touched.{{ key }}
     from {{ relation }} as touched
     where touched._loaded_at > {{ loaded_at_watermark() }}
+{%- endmacro %}
+
+{#-
+    The least key in `keys_loaded_since_watermark(relation, key)`, as a literal, for a read
+    that also filters `key >= ...`: DuckDB prunes row groups on a constant, and pushes it
+    below the joins of a view, where the `in (...)` semi join is applied only after the view
+    joined all of history. Exact for any key (every touched key is at least the least one);
+    it prunes where keys grow with time, as order ids do. Nothing touched: no row passes.
+-#}
+{% macro touched_key_floor(relation, key) -%}
+    {%- set floor -%}
+        select min(touched.{{ key }})
+        from {{ relation }} as touched
+        where touched._loaded_at > {{ loaded_at_watermark() }}
+    {%- endset -%}
+    {{- return(inline_scalar(floor, 'number', 'null')) -}}
 {%- endmacro %}
 
 {#-

@@ -13,9 +13,11 @@ order_items_priced as (
         _loaded_at
     from {{ ref('int_order_items_priced') }}
     {% if is_incremental() %}
-        where order_id in (
-            {{ keys_loaded_since_watermark(ref('int_order_items_priced'), 'order_id') }}
-        )
+        where
+            order_id >= {{ touched_key_floor(ref('int_order_items_priced'), 'order_id') }}
+            and order_id in (
+                {{ keys_loaded_since_watermark(ref('int_order_items_priced'), 'order_id') }}
+            )
     {% endif %}
 
 ),

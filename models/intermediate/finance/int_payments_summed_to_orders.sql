@@ -13,9 +13,11 @@ payments as (
         _loaded_at
     from {{ ref('int_payments_converted') }}
     {% if is_incremental() %}
-        where order_id in (
-            {{ keys_loaded_since_watermark(ref('int_payments_converted'), 'order_id') }}
-        )
+        where
+            order_id >= {{ touched_key_floor(ref('int_payments_converted'), 'order_id') }}
+            and order_id in (
+                {{ keys_loaded_since_watermark(ref('int_payments_converted'), 'order_id') }}
+            )
     {% endif %}
 
 ),
