@@ -40,7 +40,8 @@ def failpoint(name: str) -> None:
     """Die here, as SIGKILL or a power cut would, when PIPELINE_FAILPOINT names this point.
 
     The tests of write-audit-publish kill a run at exact moments (a phase's start, between the
-    steps of a publish) that are too short to hit from outside. Unset, it costs one lookup.
+    steps of a publish, `built:<node>` as dbt finishes a node) that are too short to hit from
+    outside. Unset, it costs one lookup.
     """
     if os.environ.get(FAILPOINT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
