@@ -1,7 +1,9 @@
 """`make bench`: what users pay as the warehouse grows, measured side by side in one run.
 
 Every timed step runs in its own process so its wall time and peak RSS (from wait4) are its
-own. Each figure is the median of `--runs` runs (default 3), with min and max beside it.
+own. Each figure is the median of `--runs` runs (default 3), with min and max beside it;
+the one-more-day and overhead figures, whose ratios are goals, take `--incremental-runs`
+(default 5) runs each, the two sides of a ratio taking turns.
 Results go to bench/results.json and a table in bench/README.md.
 
     PYTHONPATH=python python -m bench [--scales 0.1,1,3] [--days 5] [--incremental-scale 0.5] ...
@@ -378,30 +380,43 @@ def bench_incremental(
     """One more daily load on top of each history, against a full refresh of the same data.
 
     Every measured run starts from the same saved warehouse (its parse cache kept, as a
-    scheduler's runs keep it) and appends the same next day.
+    scheduler's runs keep it) and appends the same next day. The histories take turns, run
+    by run (7 days, 70 days, 7 days, ...), so that a slow spell of this shared machine falls
+    on both sides of the ratio instead of on whichever history was measured during it.
     """
-    out: dict[str, Any] = {}
+    spaces: dict[int, Workspace] = {}
     for days in histories:
         space = Workspace(work / f"{label}-{days}d", target=target)
         generate(space.landing, scale, days, yesterday() - dt.timedelta(days=1))
         space.pipeline()  # the warehouse as it stands before today's load
         space.save("before")
+        spaces[days] = space
 
-        def prepare(space: Workspace = space) -> None:
-            space.restore("before")
-            generator.append_day(space.landing)
+    def prepare(space: Workspace) -> None:
+        space.restore("before")
+        generator.append_day(space.landing)
 
-        incremental = repeat(runs, space.pipeline, prepare)
+    incremental: dict[int, list[Sample]] = {days: [] for days in histories}
+    for _ in range(runs):
+        for days, space in spaces.items():
+            prepare(space)
+            incremental[days].append(space.pipeline())
+    out: dict[str, Any] = {}
+    for days, space in spaces.items():
         phases = space.last_run_phases()
         top = space.last_run_top_nodes()
-        full = repeat(full_refresh_runs or runs, partial(space.pipeline, "--full-refresh"), prepare)
+        full = repeat(
+            full_refresh_runs or runs,
+            partial(space.pipeline, "--full-refresh"),
+            partial(prepare, space),
+        )
         out[f"{days}d"] = {
             "history_days": days,
             "scale": scale,
-            "incremental": summarize(incremental),
+            "incremental": summarize(incremental[days]),
             "full_refresh": summarize(full),
             "incremental_over_full_refresh": round(
-                statistics.median(s.seconds for s in incremental)
+                statistics.median(s.seconds for s in incremental[days])
                 / statistics.median(s.seconds for s in full),
                 3,
             ),
@@ -430,9 +445,9 @@ def bench_small_run(work: Path, runs: int) -> dict[str, Any]:
 def bench_overhead(space: Workspace, runs: int) -> dict[str, Any]:
     """`pipeline run` vs one bare `dbt build` of the same selection on the same state (today's
     load already merged): the same daily test scope and the same exclusions as the runner's
-    builds, so the difference is what the runner adds (gates, its invocations, history)."""
-    pipeline = repeat(runs, space.pipeline)
-    phases = space.last_run_phases()
+    builds, so the difference is what the runner adds (gates, its invocations, history).
+    The bare build's arguments are the ones the runner's last downstream build used."""
+    space.pipeline()  # a run whose artifacts say which selection and vars the runner builds
     run_dir = sorted(
         (space.root / "state" / "target" / "runs").iterdir(), key=lambda p: p.stat().st_mtime
     )[-1]
@@ -440,7 +455,12 @@ def bench_overhead(space: Workspace, runs: int) -> dict[str, Any]:
     same = ["--exclude-resource-type", "unit_test"] if "unit_test" in str(args) else []
     if args.get("vars"):
         same += ["--vars", json.dumps(args["vars"])]
-    bare = repeat(runs, lambda: space.dbt("build", *same))
+    pipeline: list[Sample] = []
+    bare: list[Sample] = []
+    for _ in range(runs):  # taking turns, as the histories do
+        pipeline.append(space.pipeline())
+        bare.append(space.dbt("build", *same))
+    phases = space.last_run_phases()
     ratio = statistics.median(s.seconds for s in pipeline) / statistics.median(
         s.seconds for s in bare
     )
@@ -538,8 +558,10 @@ def write_report(results: dict[str, Any]) -> None:
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
         + f"; load average (1, 5, 15 min) {_loads(m, 'start')} at the start, "
         f"{_loads(m, 'end')} at the end.",
-        f"Each figure is the median of {results['settings']['runs']} runs (min–max). Raw "
-        "timings: results.json. "
+        f"Each figure is the median of {results['settings']['runs']} runs (min–max); the "
+        "one-more-day and runner-overhead figures of "
+        f"{results['settings'].get('incremental_runs', results['settings']['runs'])}, "
+        "the two sides of each ratio taking turns run by run. Raw timings: results.json. "
         "Regenerate with `make bench`.",
         "",
     ]
@@ -625,6 +647,13 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
         prog="make bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--incremental-runs",
+        type=int,
+        default=5,
+        help="one-more-day runs per history, and runs of the overhead figure: they take "
+        "turns, and their ratios are the goals, so they get more runs than --runs",
+    )
     parser.add_argument("--scales", default="0.1,1,3", help="full-build scale factors")
     parser.add_argument("--days", type=int, default=5, help="days of history for full builds")
     parser.add_argument("--generator-days", type=int, default=10)
@@ -690,14 +719,14 @@ def main(argv: list[str] | None = None) -> None:
             work,
             args.incremental_scale,
             [int(d) for d in args.incremental_days.split(",")],
-            args.runs,
-            full_refresh_runs=args.full_refresh_runs,
+            args.incremental_runs,
+            full_refresh_runs=args.full_refresh_runs or args.runs,
         )
         overhead_space = incremental.pop("_overhead_state")
         results["incremental"] = incremental
         results["incremental_ratio"] = incremental["ratio_longest_over_shortest"]
         print("runner overhead ...", flush=True)
-        results["runner_overhead"] = bench_overhead(overhead_space, args.runs)
+        results["runner_overhead"] = bench_overhead(overhead_space, args.incremental_runs)
         results["runner_overhead_ratio"] = results["runner_overhead"]["ratio"]
         shutil.rmtree(overhead_space.root, ignore_errors=True)
         print("small run ...", flush=True)
