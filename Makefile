@@ -55,8 +55,12 @@ lint: $(STAMP)
 	if [ -n "$$failed" ]; then echo "lint failed:$$failed"; exit 1; fi; \
 	echo "lint: sqlfluff, select-star, ruff, ruff format, mypy --strict, yamllint and dbt-score all pass"
 
+# Two workers: the Spark and cluster tests (two thirds of the suite, each keeping both cores
+# busy) run one after another on one, every other module on the other (python/tests/conftest.py).
+# PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 docs: $(STAMP) data/landing/_generator.json
 	$(BIN)/dbt docs generate

@@ -200,3 +200,29 @@ def copy_project(baseline: tuple[Path, Checksums], tmp_path: Path) -> Project:
     if (source / "warehouse.generations").is_dir():  # what `pipeline rollback` restores
         shutil.copytree(source / "warehouse.generations", tmp_path / "warehouse.generations")
     return Project(tmp_path, tmp_path / "landing")
+
+
+ENGINE_MARKERS = ("spark", "cluster")  # tests that start JVMs: one xdist worker, one at a time
+
+
+def _starts_jvms(item: pytest.Item) -> bool:
+    return any(item.get_closest_marker(marker) for marker in ENGINE_MARKERS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group the tests for `pytest -n 2 --dist loadgroup` (`make test`).
+
+    A Spark test keeps both cores busy, so two at once only make each other slower and
+    double the JVMs' memory: every spark and cluster test goes to one group, which runs
+    first (it is the longest: about two thirds of the suite). Every other module is a
+    group of its own, so its module fixtures are built once and its tests keep their file
+    order; the second worker runs them while the first runs Spark. Without xdist the mark
+    is inert and only the order changes (the Spark modules first, each whole).
+    """
+    engine = [item for item in items if _starts_jvms(item)]
+    rest = [item for item in items if not _starts_jvms(item)]
+    items[:] = engine + rest
+    for item in engine:
+        item.add_marker(pytest.mark.xdist_group("spark-engines"))
+    for item in rest:
+        item.add_marker(pytest.mark.xdist_group(item.path.stem))

@@ -86,7 +86,7 @@ class Deployment:
                 "select coalesce(state, ''), try_number from task_instance"
             ).fetchall()
 
-    def dags_test(self, stop_at: set[str], timeout: float = 150) -> tuple[str, int, str]:
+    def dags_test(self, stop_at: set[str], timeout: float = 300) -> tuple[str, int, str]:
         """`airflow dags test` of today's run until the task reaches a state in `stop_at`.
 
         The process is always stopped (SIGKILL: it ignores SIGTERM while polling for the retry).
