@@ -56,11 +56,12 @@ lint: $(STAMP)
 	echo "lint: sqlfluff, select-star, ruff, ruff format, mypy --strict, yamllint and dbt-score all pass"
 
 # Two workers: the Spark and cluster tests (two thirds of the suite, each keeping both cores
-# busy) run one after another on one, every other module on the other (python/tests/conftest.py).
+# busy) run one after another on one; the other modules go to whichever worker is free
+# (python/tests/conftest.py).
 # PYTEST_WORKERS=0 runs the suite in one process.
 PYTEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 docs: $(STAMP) data/landing/_generator.json
 	$(BIN)/dbt docs generate
