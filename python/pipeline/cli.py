@@ -23,7 +23,9 @@ from pipeline.publish import PublishError, roll_back
 from pipeline.runner import Runner, RunOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-err = Console(stderr=True)
+# Errors are never wrapped: a path broken over two lines cannot be pasted, and cron mails and
+# log collectors grep the one line (the terminal still folds it for the eye).
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 DebugOption = Annotated[
@@ -435,7 +437,7 @@ def report(
             settings.resolve(settings.target_path),
         )
     except ReportError as error:
-        err.print(f"[red]report:[/red] {error}", soft_wrap=True)
+        err.print(f"[red]report:[/red] {error}")
         raise typer.Exit(ExitCode.USAGE) from None
     out.print(f"report written to {written}", soft_wrap=True)
 

@@ -323,6 +323,38 @@ def test_usage_errors_exit_2_and_name_the_problem(
     assert expected in result.stderr
 
 
+@pytest.mark.parametrize("command", ["run", "history"])
+def test_an_error_names_a_long_path_in_one_line_on_a_narrow_terminal(
+    tmp_path: Path, command: str
+) -> None:
+    """Found when the suite ran under xdist (longer temp paths): on an 80-column stderr,
+    rich broke a history file's path over two lines, so the error could not be grepped or
+    pasted. Both a configuration error and a history error, through the real CLI at 40
+    columns, print the whole path on the error's one line."""
+    folder = tmp_path / ("a-folder-name-longer-than-the-terminal-is-wide-" * 2)
+    folder.mkdir()
+    history = folder / "history.duckdb"
+    history.write_bytes(b"this is not a duckdb file" * 100)
+    config = folder / "pipeline.yml"
+    config.write_text(yaml.safe_dump({"history_path": str(history)}))
+    missing = folder / "missing.yml"
+    env = {**os.environ, "COLUMNS": "40"}
+    for args, expected in (
+        ([command, "--config", str(missing)], f"configuration error: config file {missing} "),
+        ([command, "--config", str(config)], f"history error: the run history {history} "),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+        )
+        assert result.returncode == 2, result.stderr
+        assert any(line.startswith(expected) for line in result.stderr.splitlines()), result.stderr
+
+
 def test_a_lineage_endpoint_that_is_down_never_stops_the_warehouse(
     fresh_project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
