@@ -212,8 +212,22 @@ class LocalCluster:
             # and the driver spent its time in full GCs (bench/NOTES.md). Sort-merge joins
             # spill to the executors' disks instead.
             "spark.sql.autoBroadcastJoinThreshold": "-1",
-            # Derby writes derby.log into the working folder unless told otherwise.
-            "spark.driver.extraJavaOptions": f"-Dderby.system.home={self.root}",
+            "spark.driver.extraJavaOptions": " ".join(
+                [
+                    # Derby writes derby.log into the working folder unless told otherwise.
+                    f"-Dderby.system.home={self.root}",
+                    # One metastore connection for the server's life. The embedded metastore
+                    # keeps one DataNucleus factory and rebuilds it whenever a client's
+                    # settings differ from the last one's. Spark's own Hive client turns
+                    # schema verification off and auto-creation on; the HiveConfs of
+                    # Iceberg's catalog and of the Thrift sessions kept Hive's defaults (on,
+                    # so off). Clients took turns and the factory, its Derby connection pool
+                    # and a full GC at its finalization came back some 300 times a run.
+                    # Every HiveConf reads these system properties, so all now agree.
+                    "-Dhive.metastore.schema.verification=false",
+                    "-Ddatanucleus.schema.autoCreateAll=true",
+                ]
+            ),
             # On the driver's and executors' own class path, not only `--jars`: the Thrift
             # server's session threads resolve the catalog through a class loader that does
             # not see jars added at submit (NoClassDefFoundError on Iceberg's classes).
