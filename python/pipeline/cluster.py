@@ -219,10 +219,10 @@ class LocalCluster:
                     # One metastore connection for the server's life. The embedded metastore
                     # keeps one DataNucleus factory and rebuilds it whenever a client's
                     # settings differ from the last one's. Spark's own Hive client turns
-                    # schema verification off and auto-creation on; the HiveConfs of
-                    # Iceberg's catalog and of the Thrift sessions kept Hive's defaults (on,
-                    # so off). Clients took turns and the factory, its Derby connection pool
-                    # and a full GC at its finalization came back some 300 times a run.
+                    # schema verification off and auto-creation on; other clients in the
+                    # driver kept Hive's defaults (verification on, so auto-creation off).
+                    # Clients took turns and the factory, its Derby connection pool and a
+                    # full GC at its finalization came back some 300 times a run.
                     # Every HiveConf reads these system properties, so all now agree.
                     "-Dhive.metastore.schema.verification=false",
                     "-Ddatanucleus.schema.autoCreateAll=true",
