@@ -157,10 +157,10 @@ def test_pipeline_run_on_the_cluster_builds_marts_equal_to_duckdb(project: Clust
 def test_the_thrift_server_kept_one_metastore_connection_pool_through_the_run(
     cluster: ClusterState,
 ) -> None:
-    """The run above opened some hundred Thrift sessions; the embedded metastore's DataNucleus
+    """The run above opened about 250 Thrift sessions; the embedded metastore's DataNucleus
     factory must have served them all. When clients' Hive settings disagreed, it was closed
     (its Derby pool shut down, a full GC at its finalization) and rebuilt some 300 times in
-    one run, which took a third of the cluster's time (docs/design.md)."""
+    one run, about 40% of the run's time (docs/design.md)."""
     log = Path(cluster.logs["thrift"]).read_text(errors="replace")
     # The metastore logs at INFO: its lines are there, so an absent shutdown means something.
     assert log.count("Initialized ObjectStore") > 10
