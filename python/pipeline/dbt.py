@@ -2,19 +2,21 @@
 
 The runner never parses dbt's log text: it reads run_results.json, sources.json and
 manifest.json, dbt's own stable artifacts, so a dbt upgrade changes no parsing here.
+
+dbt itself is imported by the first invocation, not with this module: its import takes
+about a second, and the runner's copy of the warehouse file (publish.py) runs meanwhile,
+started by then on another core.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from dbt.artifacts.schemas.run import RunExecutionResult
-from dbt.cli.main import dbtRunner
 
 from pipeline.config import Settings
 from pipeline.manifest import node_name
@@ -133,6 +135,8 @@ def invoke(
     `manifest` is the run's own parse (DbtOutcome.parsed): dbt then skips parsing, which a
     fresh target folder would otherwise make a full parse every time.
     """
+    from dbt.cli.main import dbtRunner
+
     folder = target_path or settings.resolve(settings.target_path)
     extra = [] if args[0] == "ls" else ["--threads", str(settings.threads)]  # ls takes none
     command = _command(settings, [*args, *extra], folder, dbt_vars, quiet)
@@ -159,6 +163,9 @@ def invoke(
 
 def show(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
     """Rows of an inline query through dbt's own connection (used where no direct client is)."""
+    from dbt.artifacts.schemas.run import RunExecutionResult
+    from dbt.cli.main import dbtRunner
+
     target_path = settings.resolve(settings.target_path) / "show"
     command = _command(
         settings, ["show", "--inline", sql, "--limit", "-1"], target_path, None, quiet=True
@@ -209,7 +216,10 @@ def release_duckdb() -> None:
     closes it when the credentials change). The publish step renames and copies warehouse
     files: an instance still open on one would write its log and checkpoint into a file that
     has moved, or hide un-checkpointed writes from a copy. Closing checkpoints the file.
+    Before dbt's first invocation there is no instance, and nothing is imported to say so.
     """
+    if "dbt.adapters.duckdb.connections" not in sys.modules:
+        return
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
     with DuckDBConnectionManager._LOCK:
