@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import getpass
 import sys
 import uuid
@@ -21,6 +22,9 @@ from pipeline.lock import LockBusy
 from pipeline.observability import configure_logging
 from pipeline.publish import PublishError, roll_back
 from pipeline.runner import Runner, RunOptions
+
+# Container allocations between two young-generation collections (CPython's default: 700).
+GC_FIRST_GENERATION = 5000
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # Errors are never wrapped: a path broken over two lines cannot be pasted, and cron mails and
@@ -492,8 +496,23 @@ def cluster_down(folder: ClusterDirOption = Path("data/cluster")) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    sys.exit(app())
+    """Console-script entry point, with the garbage collector set for a short-lived process.
+
+    A run holds a large graph of long-lived objects (the imported modules, dbt's manifest and
+    graph) and makes millions of short-lived ones. With CPython's defaults the collector
+    walks the long-lived ones again and again, about 0.9 s of a 10 s daily run at scale 1,
+    and the interpreter's last collection at exit takes another 0.4 to 0.6 s. Frozen after
+    the imports and again on the way out, with a larger first generation, the run spends
+    about 0.2 s collecting and exits in 0.05 s (bench/NOTES.md). Reference counting still
+    frees whatever is not in a cycle; what a cycle holds at exit is left to the operating
+    system, so every file and connection is closed where it is used, never by a finalizer.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_FIRST_GENERATION, 20, 100)
+    try:
+        sys.exit(app())
+    finally:
+        gc.freeze()
 
 
 if __name__ == "__main__":
