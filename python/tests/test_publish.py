@@ -261,6 +261,21 @@ def test_a_run_stopped_before_prepare_removes_the_copy_it_started(
     assert project.warehouse.checksums() == baseline[1]
 
 
+def test_the_cli_starts_without_importing_dbt() -> None:
+    """The copy to build in starts before the parse, and dbt's import (about a second) runs
+    while it does only because nothing `pipeline` imports at start imports dbt: the first
+    invocation does (pipeline/dbt.py). A module-level `from dbt ...` anywhere in the runner's
+    imports would quietly put the import back in front of the copy."""
+    probe = (
+        "import sys, pipeline.cli; "
+        "print(sorted(m for m in sys.modules if m == 'dbt' or m.startswith('dbt.')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]", f"importing pipeline.cli imported dbt modules: {loaded[:300]}"
+
+
 def test_a_full_disk_publishes_nothing(
     baseline: tuple[Path, Checksums], reference: Checksums, tmp_path: Path
 ) -> None:
