@@ -501,9 +501,10 @@ def main() -> None:
     A run holds a large graph of long-lived objects (the imported modules, dbt's manifest and
     graph) and makes millions of short-lived ones. With CPython's defaults the collector
     walks the long-lived ones again and again, about 0.9 s of a 10 s daily run at scale 1,
-    and the interpreter's last collection at exit takes another 0.4 to 0.6 s. Frozen after
-    the imports and again on the way out, with a larger first generation, the run spends
-    about 0.2 s collecting and exits in 0.05 s (bench/NOTES.md). Reference counting still
+    and the interpreter's last collection at exit takes another 0.4 to 0.6 s. Frozen at start
+    (what the CLI imports; dbt comes later, pipeline/dbt.py) and again on the way out, with a
+    larger first generation, the run spends about 0.25 s collecting and exits in 0.05 s
+    (bench/NOTES.md; a third freeze after the parse gained nothing). Reference counting still
     frees whatever is not in a cycle; what a cycle holds at exit is left to the operating
     system, so every file and connection is closed where it is used, never by a finalizer.
     """
