@@ -804,7 +804,7 @@ class Runner:
                 on_event=partial(_both, on_event, self._dbt_event),
                 manifest=self.parsed,
             )
-        self._collect_nodes(phase, outcome)
+        self._collect_nodes(outcome)
         if not outcome.success:
             failures = [
                 f"{n.unique_id} ({n.status}): {(n.message or '').strip()}"
@@ -817,9 +817,11 @@ class Runner:
             )
             raise StopRun(ExitCode.DBT_ERROR, phase, f"dbt {args[0]} failed in {phase}: {detail}")
 
-    def _collect_nodes(self, phase: str, outcome: DbtOutcome) -> None:
-        # The run's one parse is what every invocation ran from (dbt writes no other manifest).
-        manifest = self.manifest or Manifest.load(self.run_dir / phase / "manifest.json")
+    def _collect_nodes(self, outcome: DbtOutcome) -> None:
+        # The run's one parse is what every invocation ran from (they write no manifest).
+        manifest = self.manifest
+        if manifest is None:
+            raise RuntimeError("a dbt phase ran before the run's parse")
         self.summary.relations.update(
             {uid: rel for uid in manifest.nodes if (rel := manifest.relation(uid))}
         )

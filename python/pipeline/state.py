@@ -51,7 +51,8 @@ def state_args(settings: Settings, select: tuple[str, ...]) -> StateArgs:
             ExitCode.USAGE,
             "select",
             f"--select {selection} needs a production manifest, but state_path {folder} holds "
-            "no manifest.json: copy production's target/manifest.json there or fix state_path "
+            "no manifest.json: copy production's target/parse/manifest.json (its runner's "
+            "last parse) there or fix state_path "
             "(pipeline.yml or PIPELINE_STATE_PATH)",
         )
     state = ["--state", str(folder)]

@@ -81,7 +81,7 @@ def test_state_modified_builds_only_the_change_and_its_children(tmp_path: Path) 
     code, _, stderr = project.pipeline("run")
     assert code == 0, stderr[-3000:]
     state.mkdir()
-    shutil.copy(_last_run_dir(project) / "downstream" / "manifest.json", state / "manifest.json")
+    shutil.copy(_last_run_dir(project) / "parse" / "manifest.json", state / "manifest.json")
     manifest = json.loads((state / "manifest.json").read_text())
 
     model = (
