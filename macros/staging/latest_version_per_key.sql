@@ -26,7 +26,14 @@
     won, the winner equals the stored row and nothing is returned. The ranking then sorts the
     day's new and changed copies and their stored rows, not the whole lookback window (at 70
     days of scale 1, 1.5M landing rows re-read a day of which 0.45M are new), and every
-    returned winner differs from its stored row by construction.
+    returned winner differs from its stored row by construction. On DuckDB the `except` reads
+    the stored rows without first narrowing them to the keys read: a stored row of another
+    key cannot equal a new copy (the key is one of the columns), and DuckDB's hash anti-join
+    over the stored rows costs less than a semi-join that computes `relation` a second time
+    (measured at 70 days of scale 1: the events dedupe 0.92 to 0.75 s on 2 threads, 1.73 to
+    1.32 s on one; less too for every other entity, and with the events' floor 60 days
+    back). Spark keeps the semi-join (not measured there: its anti-join would shuffle every
+    column of the stored rows, the semi-join only their keys).
 
     In the style of dbt-utils' `deduplicate`: a thin dispatch and a default that both engines
     run; an adapter overrides it only where its SQL must differ.
@@ -79,9 +86,15 @@
         select
             {{ column_list }}
         from {{ this }}
-        where {{ unique_key }} in (select {{ unique_key }} from {{ relation }})
-        {%- if prune and prune[1] %}
-            and {{ prune[0] }} >= {{ prune[1] }}
+        {%- set lookup = [] -%}
+        {%- if target.type != 'duckdb' -%}
+            {%- do lookup.append(unique_key ~ ' in (select ' ~ unique_key ~ ' from ' ~ relation ~ ')') -%}
+        {%- endif -%}
+        {%- if prune and prune[1] -%}
+            {%- do lookup.append(prune[0] ~ ' >= ' ~ prune[1]) -%}
+        {%- endif -%}
+        {%- if lookup %}
+        where {{ lookup | join('\n            and ') }}
         {%- endif %}
 
     )
