@@ -99,6 +99,12 @@ def _both(first: Callable[[Any], None], second: Callable[[Any], None], event: An
     second(event)
 
 
+def _resumable(status: str | None, phase: str | None) -> bool:
+    """Whether `pipeline run --retry` can continue a run that ended so: only a dbt build that
+    finished with failures, whose run_results.json names every node it skipped."""
+    return status == ExitCode.DBT_ERROR.name.lower() and phase in {"staging", "downstream"}
+
+
 class Runner:
     def __init__(
         self,
@@ -209,8 +215,8 @@ class Runner:
 
     def _discard(self) -> None:
         """A run that published nothing leaves nothing: its private state goes, except after a
-        failed dbt phase, where `--retry` continues from it (the next other run drops it)."""
-        keep = self.options.build and self.summary.phase in {"staging", "downstream"}
+        failed dbt build, where `--retry` continues from it (the next other run drops it)."""
+        keep = self.options.build and _resumable(self.summary.status, self.summary.phase)
         try:
             self._release()
             self.publisher.discard(self.summary.run_id, keep_for_retry=keep)
@@ -389,16 +395,15 @@ class Runner:
         It is resumed from that run's own artifacts (target/runs/<run_id>/<phase>), whatever a
         person ran with dbt since. A run refused by the lock attempted nothing and is skipped;
         when the last attempted run did not fail in a dbt phase there is nothing to resume, and
-        --retry says so (exit 2) rather than quietly doing something else.
+        --retry says so (exit 2) rather than quietly doing something else. A run cancelled or
+        killed in a dbt phase is not resumed either: dbt's retry rebuilds the failed and skipped
+        nodes of a finished build's results, and would pass over the nodes such a run never
+        started.
         """
         if not self.options.retry:
             return None
         attempted = next((run for run in self.recent_runs if run.status != "locked"), None)
-        if (
-            attempted is None
-            or attempted.status == "success"
-            or attempted.phase not in {"staging", "downstream"}
-        ):
+        if attempted is None or not _resumable(attempted.status, attempted.phase):
             last = (
                 "no run yet"
                 if attempted is None
@@ -407,8 +412,9 @@ class Runner:
             raise StopRun(
                 ExitCode.USAGE,
                 "retry",
-                f"--retry has nothing to resume: {last} (only a run that failed in a dbt phase "
-                "can be resumed); run without --retry",
+                f"--retry has nothing to resume: {last} (only a run whose build failed in a "
+                "dbt phase can be resumed; a cancelled or killed one is run again); run "
+                "without --retry",
             )
         self.resumed_run = attempted.run_id
         return attempted.phase

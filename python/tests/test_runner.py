@@ -530,6 +530,14 @@ def test_sigterm_ends_a_run_cleanly_and_records_it_cancelled(fresh_project: Proj
     }
     assert [sample.value for sample in metrics["commerce_run_exit_code"].samples] == [143]
 
+    # dbt's retry would rebuild only what the interrupted build reported, passing over the
+    # nodes it never started: a cancelled run is run again, and its private state goes.
+    generations = project.settings.warehouse_path.with_name("warehouse.generations")
+    assert not (generations / f"{run_id}.unpublished").exists()
+    code, _, stderr = project.pipeline("run", "--retry")
+    assert code == 2, stderr
+    assert f"--retry has nothing to resume: run {run_id} ended cancelled" in stderr
+
 
 def test_a_run_killed_without_a_word_is_found_by_the_next_one(fresh_project: Project) -> None:
     project = fresh_project
