@@ -81,6 +81,24 @@ def clone_file(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
+def write_back(path: Path) -> None:
+    """Write a file's dirty pages to disk now, and wait for it.
+
+    Where the copy is not a clone (ext4), it leaves the whole file as dirty pages, and the
+    run's first fsync waits for them: seen as the COMMIT of stg_landing__events taking 0.63 s
+    instead of 0.01 s at 70 days of scale 1, holding one of dbt's two threads. Done here, in
+    the thread that copies while dbt parses, the write-back (0.5 s for 1.3 GB) overlaps the
+    parse. Runs taking turns: 13.6 s instead of 15.0 s while the disk was still busy with
+    earlier writes, no difference (12.9 against 12.7 s) on a quiet one. A clone has nothing
+    to write.
+    """
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class DuckDBPublisher:
     """Shadow copy of the warehouse file, published with an atomic rename.
 
@@ -112,6 +130,11 @@ class DuckDBPublisher:
         for stale in self.generations.glob(f"*{UNPUBLISHED}"):
             if stale != kept:
                 shutil.rmtree(stale)  # runs that died or failed: never published, never resumed
+        # Room for the generation this run may publish, `keep` once it has (the one it
+        # replaces is deleted by the next run when keep is 1). Done here, in the thread that
+        # copies while dbt parses, instead of after the publish, where freeing a 1.3 GB file
+        # held the run 0.3 s; and before the copy, which then finds that disk free.
+        self._prune(keep=self.keep - 1)
         if kept is not None:
             if not kept.is_dir():
                 raise PublishError(
@@ -124,6 +147,7 @@ class DuckDBPublisher:
             if self.published.exists():
                 try:
                     clone_file(self.published, private / self.published.name)
+                    write_back(private / self.published.name)
                 except OSError as error:
                     shutil.rmtree(private, ignore_errors=True)
                     raise PublishError(
@@ -146,7 +170,6 @@ class DuckDBPublisher:
         failpoint("publish:renamed")
         self._point_at(generation / self.published.name)
         failpoint("publish:linked")
-        self._prune(keep=generation)
         return {"engine": "duckdb", "generation": f"{run_id}/{self.published.name}"}
 
     def discard(self, run_id: str, keep_for_retry: bool) -> None:
@@ -174,18 +197,27 @@ class DuckDBPublisher:
         # A log left by a writer of the old file must not be replayed into the new one.
         self.published.with_name(self.published.name + ".wal").unlink(missing_ok=True)
 
-    def _prune(self, keep: Path) -> None:
+    def _prune(self, keep: int) -> None:
+        """Delete the generations older than the newest `keep`, never the published one (after
+        a rollback it is not the newest)."""
         generations = sorted(
             (
                 path
                 for path in self.generations.iterdir()
-                if path.is_dir() and path != keep and not path.name.endswith(UNPUBLISHED)
+                if path.is_dir() and not path.name.endswith(UNPUBLISHED)
             ),
             key=lambda path: path.stat().st_mtime,
             reverse=True,
         )
-        for old in generations[max(0, self.keep - 1) :]:
-            shutil.rmtree(old)
+        for old in generations[max(0, keep) :]:
+            if not self._is_published(old):
+                shutil.rmtree(old)
+
+    def _is_published(self, generation: Path) -> bool:
+        try:
+            return (generation / self.published.name).samefile(self.published)
+        except FileNotFoundError:  # no published file yet, or a generation left empty
+            return False
 
 
 def publisher_for(settings: Settings) -> Publisher:

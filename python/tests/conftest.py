@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -200,6 +201,12 @@ def copy_project(baseline: tuple[Path, Checksums], tmp_path: Path) -> Project:
         shutil.copy(database, tmp_path / database.name)
     if (source / "warehouse.generations").is_dir():  # what `pipeline rollback` restores
         shutil.copytree(source / "warehouse.generations", tmp_path / "warehouse.generations")
+        # As a run leaves it: the published file is a hard link of its generation.
+        for generation in (source / "warehouse.generations").glob("*/warehouse.duckdb"):
+            if generation.samefile(source / "warehouse.duckdb"):
+                published = tmp_path / "warehouse.duckdb"
+                published.unlink()
+                os.link(tmp_path / generation.relative_to(source), published)
     return Project(tmp_path, tmp_path / "landing")
 
 

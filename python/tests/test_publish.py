@@ -356,6 +356,38 @@ def test_rollback_republishes_an_earlier_state_and_the_next_run_judges_again(
     assert project.warehouse.checksums() == reference
 
 
+def test_a_run_prunes_old_generations_as_it_starts_but_never_the_published_one(
+    baseline: tuple[Path, Checksums], tmp_path: Path
+) -> None:
+    """keep_generations: a run deletes the generations older than the newest keep - 1 as it
+    starts (while dbt parses), so that `keep` remain once it publishes. The published one is
+    never deleted, even when a rollback made an older generation the published one."""
+    project = copy_project(baseline, tmp_path)
+    project.config.write_text(project.config.read_text() + "keep_generations: 2\n")
+    generations = project.settings.warehouse_path.with_name("warehouse.generations")
+
+    def kept() -> set[str]:
+        return {path.name for path in generations.iterdir()}
+
+    def run() -> str:
+        code, _, stderr = project.pipeline("run")
+        assert code == 0, stderr
+        return project.history.runs(1)[0].run_id
+
+    (first,) = _published_runs(project)
+    generator.append_day(project.settings.landing_root)
+    second = run()
+    assert kept() == {first, second}
+    assert project.pipeline("rollback", "--to", first)[0] == 0
+    third = run()
+    # `second` is the newest the run keeps (keep - 1 = 1); `first` was published when it began.
+    assert kept() == {first, second, third}
+    fourth = run()
+    assert kept() == {third, fourth}
+    assert (generations / fourth / "warehouse.duckdb").samefile(project.settings.warehouse_path)
+    assert project.pipeline("rollback", "--to", third)[0] == 0
+
+
 def test_rollback_refuses_what_it_cannot_restore(
     baseline: tuple[Path, Checksums], tmp_path: Path
 ) -> None:
