@@ -1,7 +1,9 @@
 -- A customer never pays more than an order costs: completed payments (paid_usd) stay within
 -- order_total_usd, give or take the half cent each side may round (totals round once, every
 -- payment rounds on its own). A payment larger than its order is an upstream error, and it
--- must stop the run before any mart is published.
+-- must stop the run before any mart is published. A row check: a daily run checks the orders
+-- it recomputed (loaded since `tests_since`: a new payment recomputes its order); `--deep`,
+-- every order.
 with
 
 orders as (
@@ -12,6 +14,7 @@ orders as (
         paid_usd,
         payment_count
     from {{ ref('fct_orders') }}
+    where {{ loaded_in_test_scope() }}
 
 ),
 
