@@ -81,24 +81,6 @@ def clone_file(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
-def write_back(path: Path) -> None:
-    """Write a file's dirty pages to disk now, and wait for it.
-
-    Where the copy is not a clone (ext4), it leaves the whole file as dirty pages, and the
-    run's first fsync waits for them: seen as the COMMIT of stg_landing__events taking 0.63 s
-    instead of 0.01 s at 70 days of scale 1, holding one of dbt's two threads. Done here, in
-    the thread that copies while dbt parses, the write-back (0.5 s for 1.3 GB) overlaps the
-    parse. Runs taking turns: 13.6 s instead of 15.0 s while the disk was still busy with
-    earlier writes, no difference (12.9 against 12.7 s) on a quiet one. A clone has nothing
-    to write.
-    """
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 class DuckDBPublisher:
     """Shadow copy of the warehouse file, published with an atomic rename.
 
@@ -147,7 +129,6 @@ class DuckDBPublisher:
             if self.published.exists():
                 try:
                     clone_file(self.published, private / self.published.name)
-                    write_back(private / self.published.name)
                 except OSError as error:
                     shutil.rmtree(private, ignore_errors=True)
                     raise PublishError(
