@@ -58,6 +58,7 @@ def test_a_fault_in_old_rows_passes_a_daily_run_and_fails_the_deep_run(
 OLD_ORDER_FAULTS = {
     "assert_order_totals_match_their_lines": "line_count = line_count + 1",
     "assert_payments_reconcile_with_orders": "paid_usd = paid_usd - 0.01",
+    "assert_orders_never_paid_more_than_their_total": "paid_usd = order_total_usd + 100",
 }
 
 
