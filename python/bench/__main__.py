@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -99,8 +100,11 @@ def copy_tree(source: Path, target: Path) -> None:
 class Workspace:
     """A landing zone, warehouse and history in a temp folder, and the CLI pointed at them."""
 
-    def __init__(self, root: Path, target: str = "duckdb") -> None:
+    def __init__(self, root: Path, target: str = "duckdb", project: Path | None = None) -> None:
         self.root = root
+        # Another copy of the project (bench_lookback): its python/ is put first on the path,
+        # so `pipeline` runs that copy's dbt project.
+        self.env = {"PYTHONPATH": str(project / "python")} if project else None
         self.landing = root / "landing"
         self.config = root / "pipeline.yml"
         self.log = root / "commands.log"
@@ -125,6 +129,7 @@ class Workspace:
         return run_measured(
             [sys.executable, "-m", "pipeline.cli", "run", *args, "--config", str(self.config)],
             self.log,
+            self.env,
         )
 
     def dbt(
@@ -164,6 +169,15 @@ class Workspace:
         # The copies above are gigabytes of dirty pages at 70 days (the warehouse and its kept
         # generations); flushed now, they are not written back during the run timed next.
         os.sync()
+
+    def last_run_build_vars(self) -> dict[str, Any]:
+        """The vars the last run passed to its downstream build (its run_results.json)."""
+        run_dir = sorted(
+            (self.root / "state" / "target" / "runs").iterdir(), key=lambda p: p.stat().st_mtime
+        )[-1]
+        results = json.loads((run_dir / "downstream" / "run_results.json").read_text())
+        found: dict[str, Any] = results["args"].get("vars") or {}
+        return found
 
     def last_run_phases(self) -> dict[str, float]:
         return History(self.root / "state" / "history.duckdb").runs(1)[0].phase_seconds
@@ -446,6 +460,78 @@ def bench_incremental(
     return out
 
 
+def project_copy(target: Path, lookback_days: int) -> Path:
+    """This project's dbt and Python files in `target`, with another `lookback_days`."""
+    target.mkdir(parents=True)
+    for part in (
+        "dbt_project.yml",
+        "models",
+        "macros",
+        "seeds",
+        "snapshots",
+        "tests",
+        "profiles",
+        "python",
+    ):
+        source = PROJECT_DIR / part
+        if source.is_dir():
+            shutil.copytree(source, target / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target / part)
+    project = target / "dbt_project.yml"
+    text, count = re.subn(
+        r"^(\s+lookback_days:) \d+$", rf"\1 {lookback_days}", project.read_text(), flags=re.M
+    )
+    if count != 1:
+        raise RuntimeError(f"expected one lookback_days in {project}, found {count}")
+    project.write_text(text)
+    return target
+
+
+def bench_lookback(space: Workspace, work: Path, runs: int, history_days: int) -> dict[str, Any]:
+    """What the lookback window costs one more day: the project as it is against a copy with
+    `lookback_days: 0`, on the same saved state and the same appended day, taking turns.
+
+    For information, not a goal: the window is what lets late and re-delivered partitions
+    land, and a run without it would drop them. The difference is what reading only new or
+    changed partitions could save (docs/design.md, "Cost grows with new data")."""
+    lookback = int(
+        yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())["vars"]["lookback_days"]
+    )
+    bare = Workspace(work / "lookback-0", project=project_copy(work / "lookback-0-project", 0))
+    copy_tree(space.root / "before", bare.root / "before")
+    sides = {"window": space, "no_window": bare}
+
+    def prepare(side: Workspace) -> None:
+        side.restore("before")
+        generator.append_day(side.landing)
+
+    prepare(bare)
+    bare.pipeline()  # unmeasured: the copy's first run parses its project from scratch
+    samples: dict[str, list[Sample]] = {name: [] for name in sides}
+    phases: dict[str, dict[str, float]] = {}
+    for _ in range(runs):
+        for name, side in sides.items():
+            prepare(side)
+            samples[name].append(side.pipeline())
+            phases[name] = side.last_run_phases()
+    # The runner scopes the day's tests from lookback_days: equal scopes would mean both sides
+    # ran the same project, and the difference would measure nothing.
+    scopes = {name: side.last_run_build_vars().get("tests_since") for name, side in sides.items()}
+    if scopes["window"] is None or scopes["window"] == scopes["no_window"]:
+        raise RuntimeError(f"both sides ran with the same lookback: tests_since {scopes}")
+    shutil.rmtree(bare.root, ignore_errors=True)
+    window, no_window = (statistics.median(s.seconds for s in samples[n]) for n in sides)
+    return {
+        "history_days": history_days,
+        "lookback_days": lookback,
+        "with_window": summarize(samples["window"]),
+        "without_window": summarize(samples["no_window"]),
+        "window_s": round(window - no_window, 3),
+        "last_run_phases_s": phases,
+    }
+
+
 def bench_small_run(work: Path, runs: int) -> dict[str, Any]:
     """The fixed cost: one more day on `make run`'s default data (scale 0.05, 30 days)."""
     result = bench_incremental(work, 0.05, [30], runs, label="small")
@@ -603,6 +689,14 @@ def write_report(results: dict[str, Any]) -> None:
                 f"{detail['pipeline_full_refresh']['median_s']} s) | information |"
             )
     lines += _incremental_lines("DuckDB", results.get("incremental"))
+    lookback = results.get("lookback")
+    if lookback:
+        lines.append(
+            f"| ... {lookback['history_days']} days: the same day without the lookback window "
+            f"(`lookback_days` {lookback['lookback_days']} → 0) | "
+            f"{_spread(lookback['with_window'])} against {_spread(lookback['without_window'])}: "
+            f"the window costs {lookback['window_s']} s | information |"
+        )
     small = results.get("small_run")
     if small:
         lines.append(
@@ -698,6 +792,11 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--skip-full-builds", action="store_true")
     parser.add_argument("--skip-generator", action="store_true")
+    parser.add_argument(
+        "--skip-lookback",
+        action="store_true",
+        help="skip what the lookback window costs (one more day with lookback_days 0)",
+    )
     return parser.parse_args(argv)
 
 
@@ -727,10 +826,11 @@ def main(argv: list[str] | None = None) -> None:
                 scale: r["ratio"] for scale, r in results["full_build"].items()
             }
         print("one more day vs history ...", flush=True)
+        histories = [int(d) for d in args.incremental_days.split(",")]
         incremental = bench_incremental(
             work,
             args.incremental_scale,
-            [int(d) for d in args.incremental_days.split(",")],
+            histories,
             args.incremental_runs,
             full_refresh_runs=args.full_refresh_runs or args.runs,
         )
@@ -740,6 +840,11 @@ def main(argv: list[str] | None = None) -> None:
         print("runner overhead ...", flush=True)
         results["runner_overhead"] = bench_overhead(overhead_space, args.incremental_runs)
         results["runner_overhead_ratio"] = results["runner_overhead"]["ratio"]
+        if not args.skip_lookback:
+            print("lookback window ...", flush=True)
+            results["lookback"] = bench_lookback(
+                overhead_space, work, args.incremental_runs, histories[0]
+            )
         shutil.rmtree(overhead_space.root, ignore_errors=True)
         print("small run ...", flush=True)
         results["small_run"] = bench_small_run(work, args.runs)
