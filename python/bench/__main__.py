@@ -170,6 +170,12 @@ class Workspace:
         # generations); flushed now, they are not written back during the run timed next.
         os.sync()
 
+    def next_day(self) -> None:
+        """Put back the saved warehouse and landing zone, then add the next daily load: the
+        state every timed one-more-day run starts from."""
+        self.restore("before")
+        generator.append_day(self.landing)
+
     def last_run_build_vars(self) -> dict[str, Any]:
         """The vars the last run passed to its downstream build (its run_results.json)."""
         run_dir = sorted(
@@ -418,14 +424,10 @@ def bench_incremental(
         space.save("before")
         spaces[days] = space
 
-    def prepare(space: Workspace) -> None:
-        space.restore("before")
-        generator.append_day(space.landing)
-
     incremental: dict[int, list[Sample]] = {days: [] for days in histories}
     for _ in range(runs):
         for days, space in spaces.items():
-            prepare(space)
+            space.next_day()
             incremental[days].append(space.pipeline())
     out: dict[str, Any] = {}
     for days, space in spaces.items():
@@ -434,7 +436,7 @@ def bench_incremental(
         full = repeat(
             full_refresh_runs or runs,
             partial(space.pipeline, "--full-refresh"),
-            partial(prepare, space),
+            space.next_day,
         )
         out[f"{days}d"] = {
             "history_days": days,
@@ -502,17 +504,13 @@ def bench_lookback(space: Workspace, work: Path, runs: int, history_days: int) -
     copy_tree(space.root / "before", bare.root / "before")
     sides = {"window": space, "no_window": bare}
 
-    def prepare(side: Workspace) -> None:
-        side.restore("before")
-        generator.append_day(side.landing)
-
-    prepare(bare)
+    bare.next_day()
     bare.pipeline()  # unmeasured: the copy's first run parses its project from scratch
     samples: dict[str, list[Sample]] = {name: [] for name in sides}
     phases: dict[str, dict[str, float]] = {}
     for _ in range(runs):
         for name, side in sides.items():
-            prepare(side)
+            side.next_day()
             samples[name].append(side.pipeline())
             phases[name] = side.last_run_phases()
     # The runner scopes the day's tests from lookback_days: equal scopes would mean both sides
@@ -521,6 +519,7 @@ def bench_lookback(space: Workspace, work: Path, runs: int, history_days: int) -
     if scopes["window"] is None or scopes["window"] == scopes["no_window"]:
         raise RuntimeError(f"both sides ran with the same lookback: tests_since {scopes}")
     shutil.rmtree(bare.root, ignore_errors=True)
+    shutil.rmtree(work / "lookback-0-project", ignore_errors=True)
     window, no_window = (statistics.median(s.seconds for s in samples[n]) for n in sides)
     return {
         "history_days": history_days,
