@@ -176,14 +176,16 @@ class Workspace:
         self.restore("before")
         generator.append_day(self.landing)
 
-    def last_run_build_vars(self) -> dict[str, Any]:
-        """The vars the last run passed to its downstream build (its run_results.json)."""
+    def last_run_build_args(self) -> dict[str, Any]:
+        """The arguments of the last run's downstream build (its run_results.json): which
+        selection and vars the runner built with."""
         run_dir = sorted(
             (self.root / "state" / "target" / "runs").iterdir(), key=lambda p: p.stat().st_mtime
         )[-1]
-        results = json.loads((run_dir / "downstream" / "run_results.json").read_text())
-        found: dict[str, Any] = results["args"].get("vars") or {}
-        return found
+        args: dict[str, Any] = json.loads(
+            (run_dir / "downstream" / "run_results.json").read_text()
+        )["args"]
+        return args
 
     def last_run_phases(self) -> dict[str, float]:
         return History(self.root / "state" / "history.duckdb").runs(1)[0].phase_seconds
@@ -500,7 +502,8 @@ def bench_lookback(space: Workspace, work: Path, runs: int, history_days: int) -
     lookback = int(
         yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())["vars"]["lookback_days"]
     )
-    bare = Workspace(work / "lookback-0", project=project_copy(work / "lookback-0-project", 0))
+    project = project_copy(work / "lookback-0-project", 0)
+    bare = Workspace(work / "lookback-0", project=project)
     copy_tree(space.root / "before", bare.root / "before")
     sides = {"window": space, "no_window": bare}
 
@@ -515,11 +518,14 @@ def bench_lookback(space: Workspace, work: Path, runs: int, history_days: int) -
             phases[name] = side.last_run_phases()
     # The runner scopes the day's tests from lookback_days: equal scopes would mean both sides
     # ran the same project, and the difference would measure nothing.
-    scopes = {name: side.last_run_build_vars().get("tests_since") for name, side in sides.items()}
+    scopes = {
+        name: (side.last_run_build_args().get("vars") or {}).get("tests_since")
+        for name, side in sides.items()
+    }
     if scopes["window"] is None or scopes["window"] == scopes["no_window"]:
         raise RuntimeError(f"both sides ran with the same lookback: tests_since {scopes}")
     shutil.rmtree(bare.root, ignore_errors=True)
-    shutil.rmtree(work / "lookback-0-project", ignore_errors=True)
+    shutil.rmtree(project, ignore_errors=True)
     window, no_window = (statistics.median(s.seconds for s in samples[n]) for n in sides)
     return {
         "history_days": history_days,
@@ -545,10 +551,7 @@ def bench_overhead(space: Workspace, runs: int) -> dict[str, Any]:
     builds, so the difference is what the runner adds (gates, its invocations, history).
     The bare build's arguments are the ones the runner's last downstream build used."""
     space.pipeline()  # a run whose artifacts say which selection and vars the runner builds
-    run_dir = sorted(
-        (space.root / "state" / "target" / "runs").iterdir(), key=lambda p: p.stat().st_mtime
-    )[-1]
-    args = json.loads((run_dir / "downstream" / "run_results.json").read_text())["args"]
+    args = space.last_run_build_args()
     same = ["--exclude-resource-type", "unit_test"] if "unit_test" in str(args) else []
     if args.get("vars"):
         same += ["--vars", json.dumps(args["vars"])]
