@@ -621,7 +621,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def engine_rates(work: Path, runs: int = 3) -> dict[str, float]:
+def engine_rates(work: Path, runs: int = 3) -> dict[str, int]:
     """DuckDB's speed on this machine today, in rows a second on 2 threads, for the two kinds
     of work a daily run is made of, on the generator's events (7 days at scale 1): a scan and
     aggregate of the landing Parquet, and a dedupe by `event_id` with a window, as staging
